@@ -1,0 +1,72 @@
+"""The landing contract and the shared vocabulary of the pipeline (see shared DESIGN.md).
+
+Plain constants only, so that every stage (generator, ingestion, Spark, training,
+serving) agrees on names without importing each other.
+"""
+
+from __future__ import annotations
+
+EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_favorites", "contact_seller", "purchase")
+DEVICE_TYPES: tuple[str, ...] = ("mobile", "desktop", "tablet")
+CONDITIONS: tuple[str, ...] = ("new", "like_new", "used", "for_parts")
+
+# Default strength of an interaction, used to weight positives (configurable downstream).
+EVENT_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 2.0,
+    "add_to_favorites": 4.0,
+    "contact_seller": 8.0,
+    "purchase": 16.0,
+}
+
+# Required fields of a landed event and their JSON types.
+EVENT_FIELDS: tuple[str, ...] = (
+    "event_id",
+    "user_id",
+    "session_id",
+    "item_id",
+    "event_type",
+    "timestamp",
+    "device_type",
+)
+
+CATALOG_FIELDS: tuple[str, ...] = (
+    "item_id",
+    "title",
+    "description",
+    "category_path",
+    "price",
+    "currency",
+    "brand",
+    "location",
+    "condition",
+    "image_url",
+    "created_at",
+)
+
+CATEGORY_SEPARATOR = " > "
+
+# Lake layout: relative prefixes under RECSYS_LAKE_URI.
+LANDING_EVENTS = "landing/events"
+LANDING_CATALOG = "landing/catalog"
+EVENTS = "events"
+QUARANTINE_EVENTS = "quarantine/events"
+QUARANTINE_CATALOG = "quarantine/catalog"
+CATALOG = "catalog"
+SESSIONS = "sessions"
+TRAINING = "training"
+ARTIFACTS = "artifacts"
+EVALUATION = "evaluation"
+MODELS = "models"
+PROMOTED = "promoted"
+QUALITY = "quality"
+
+
+def day_prefix(dataset: str, dt: str) -> str:
+    """`events`, `2026-10-05` -> `events/dt=2026-10-05`."""
+    return f"{dataset}/dt={dt}"
+
+
+def week_prefix(dataset: str, week: str) -> str:
+    """`training`, `2026-10-12` -> `training/week=2026-10-12`."""
+    return f"{dataset}/week={week}"
