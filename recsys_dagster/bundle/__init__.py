@@ -1,0 +1,1 @@
+"""Versioned model bundles: format and verification (`format`), promotion (`promote`)."""
