@@ -1,0 +1,125 @@
+"""The two-tower model: an item tower over id + content and a user tower over the item
+vectors of a history plus context (device, hour).
+
+The user tower takes item *vectors*, not ids, so serving can feed it any item (including
+one created after training) from `item_embeddings.npy`; it is exported to ONNX alone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys_dagster.contract import DEVICE_TYPES
+
+N_DEVICES = len(DEVICE_TYPES) + 1  # index len(DEVICE_TYPES) = unknown (contract: 3)
+N_HOURS = 24
+ITEM_FEATURES = ("ids", "tokens", "l1", "l2", "path", "brand", "price", "condition", "city")
+
+
+def _mlp(d_in: int, dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+
+class ItemTower(nn.Module):
+    def __init__(
+        self,
+        n_ids: int,
+        n_buckets: int,
+        sizes: dict[str, int],
+        dim: int = 64,
+        id_dropout: float = 0.3,
+    ):
+        """`sizes`: embedding table sizes (index 0 included) for l1, l2, path, brand, price,
+        condition, city. `n_buckets`: title hash buckets (token ids 1..n_buckets, 0 = pad)."""
+        super().__init__()
+        self.id_dropout = id_dropout
+        # padding_idx=0: unknown / dropped ids contribute a zero vector, never trained,
+        # so the tower learns to stand on content alone for them.
+        self.id_emb = nn.Embedding(n_ids, dim, padding_idx=0)
+        self.title = nn.EmbeddingBag(n_buckets + 1, dim, mode="mean", padding_idx=0)
+        self.cats = nn.ModuleDict(
+            {k: nn.Embedding(sizes[k], dim // 2, padding_idx=0) for k in ("l1", "l2", "path", "brand")}
+        )
+        self.small = nn.ModuleDict(
+            {k: nn.Embedding(sizes[k], dim // 4 or 1) for k in ("price", "condition", "city")}
+        )
+        d_in = dim * 2 + 4 * (dim // 2) + 3 * (dim // 4 or 1)
+        self.mlp = _mlp(d_in, dim)
+
+    def forward(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
+        ids = f["ids"]
+        if self.training and self.id_dropout > 0:
+            keep = torch.rand(ids.shape, device=ids.device) >= self.id_dropout
+            ids = ids * keep
+        parts = [self.id_emb(ids), self.title(f["tokens"])]
+        parts += [self.cats[k](f[k]) for k in ("l1", "l2", "path", "brand")]
+        parts += [self.small[k](f[k]) for k in ("price", "condition", "city")]
+        return F.normalize(self.mlp(torch.cat(parts, dim=-1)), dim=-1)
+
+
+class UserTower(nn.Module):
+    """Attention pooling with a learned recency decay over history item vectors, plus
+    device/hour embeddings. Works for any history length L (no positional table)."""
+
+    def __init__(self, dim: int = 64):
+        super().__init__()
+        self.key = nn.Linear(dim, dim)
+        self.query = nn.Parameter(torch.zeros(dim))
+        self.decay = nn.Parameter(torch.tensor(0.1))
+        self.device_emb = nn.Embedding(N_DEVICES, dim // 4 or 1)
+        self.hour_emb = nn.Embedding(N_HOURS, dim // 4 or 1)
+        self.mlp = _mlp(dim + 2 * (dim // 4 or 1) + 1, dim)
+
+    def forward(
+        self,
+        history_emb: torch.Tensor,
+        history_mask: torch.Tensor,
+        device: torch.Tensor,
+        hour: torch.Tensor,
+    ) -> torch.Tensor:
+        L = history_emb.shape[1]
+        mask = history_mask.to(history_emb.dtype)
+        # Histories are right-aligned (left-padded): age 0 = the most recent slot.
+        age = torch.arange(L - 1, -1, -1, device=history_emb.device, dtype=history_emb.dtype)
+        logits = torch.tanh(self.key(history_emb)) @ self.query - F.softplus(self.decay) * age
+        logits = logits.masked_fill(mask <= 0, -1e4)
+        weights = torch.softmax(logits, dim=-1) * mask  # all-masked row -> zeros, not NaN
+        pooled = (weights.unsqueeze(-1) * history_emb).sum(dim=1)
+        has_history = (mask.sum(dim=1, keepdim=True) > 0).to(pooled.dtype)
+        x = torch.cat(
+            [pooled, self.device_emb(device.clamp(0, N_DEVICES - 1)), self.hour_emb(hour.clamp(0, N_HOURS - 1)), has_history],
+            dim=-1,
+        )
+        return F.normalize(self.mlp(x), dim=-1)
+
+
+class TwoTower(nn.Module):
+    def __init__(self, item_tower: ItemTower, user_tower: UserTower, temperature: float = 0.05):
+        super().__init__()
+        self.item_tower = item_tower
+        self.user_tower = user_tower
+        # Fixed: a learnable temperature with logQ correction tends to drift; keep it a config.
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    @property
+    def dim(self) -> int:
+        return self.item_tower.mlp[-1].out_features
+
+    def forward(
+        self,
+        history_emb: torch.Tensor,
+        history_mask: torch.Tensor,
+        device: torch.Tensor,
+        hour: torch.Tensor,
+    ) -> torch.Tensor:
+        return self.user_tower(history_emb, history_mask, device, hour)
+
+
+def build_model(features, dim: int = 64, id_dropout: float = 0.3, temperature: float = 0.05) -> TwoTower:
+    """A fresh TwoTower sized by an `ItemFeatures`."""
+    sizes = {k: features.vocab_size(k) for k in ("l1", "l2", "path", "brand", "condition", "city")}
+    sizes["price"] = features.n_price
+    item = ItemTower(features.n_ids, features.n_buckets, sizes, dim=dim, id_dropout=id_dropout)
+    return TwoTower(item, UserTower(dim), temperature=temperature)

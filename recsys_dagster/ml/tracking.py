@@ -1,0 +1,191 @@
+"""MLflow tracking for the two-tower model: runs, per-epoch metrics, the registered model
+`recsys-two-tower` and its `champion` alias.
+
+Store: `MLFLOW_TRACKING_URI`, default `sqlite:///<RECSYS_HOME or ./.recsys>/mlflow.db`;
+artifacts under `<home>/mlartifacts` (never the repo root). The registered model is the
+user tower (what serving runs, as ONNX in the bundle), saved in MLflow's `pt2` format
+(torch.export) with a pickle fallback should torch.export reject the module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recsys_dagster.ml.export import example_inputs
+from recsys_dagster.ml.model import TwoTower
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "recsys-two-tower"
+MODEL_NAME = "recsys-two-tower"
+CHAMPION = "champion"
+
+
+def recsys_home() -> Path:
+    return Path(os.environ.get("RECSYS_HOME", "./.recsys")).expanduser().resolve()
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    home = recsys_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def _mlflow():
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_registry_uri(tracking_uri())
+    return mlflow
+
+
+def experiment_id(name: str = EXPERIMENT) -> str:
+    """The experiment's id, created with its artifacts under `<home>/mlartifacts`."""
+    mlflow = _mlflow()
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    art = recsys_home() / "mlartifacts"
+    art.mkdir(parents=True, exist_ok=True)
+    return mlflow.create_experiment(name, artifact_location=art.as_uri())
+
+
+@contextmanager
+def start_run(run_name: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
+    """An active MLflow run in the experiment; yields the `mlflow.ActiveRun`."""
+    mlflow = _mlflow()
+    with mlflow.start_run(run_name=run_name, experiment_id=experiment_id(), tags=tags or {}) as run:
+        yield run
+
+
+def log_params(params: dict[str, Any]) -> None:
+    _mlflow().log_params({k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in params.items()})
+
+
+def log_epoch_metrics(step: int, metrics: dict[str, Any]) -> None:
+    """Numeric, finite metrics only (MLflow rejects others); `@` becomes `_at_`
+    (`val_recall@20` -> `val_recall_at_20`), which MLflow does not allow in names."""
+    clean = {
+        metric_name(k): float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+    }
+    _mlflow().log_metrics(clean, step=step)
+
+
+def metric_name(key: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_\-. :/]", "_", key.replace("@", "_at_"))
+
+
+class UserTowerModule(torch.nn.Module):
+    """The user tower as a plain tensors-in / tensor-out module for MLflow. The argument is
+    `device_index`, not `device`: torch.export's generated code calls `device(type=...)`,
+    which an argument named `device` would shadow when the pt2 model is loaded."""
+
+    def __init__(self, model: TwoTower):
+        super().__init__()
+        self.tower = model.user_tower
+
+    def forward(self, history_emb, history_mask, device_index, hour):  # type: ignore[override]
+        return self.tower(history_emb, history_mask, device_index, hour)
+
+
+def user_tower_input_example(dim: int, batch: int = 2, length: int = 5) -> tuple[np.ndarray, ...]:
+    """Contract-shaped numpy inputs; batch >= 2 because torch.export specialises size 1."""
+    return tuple(t.numpy() for t in example_inputs(dim, batch=max(batch, 2), length=length))
+
+
+def user_tower_signature(dim: int):
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    f32, i64 = np.dtype("float32"), np.dtype("int64")
+    inputs = Schema(
+        [
+            TensorSpec(f32, (-1, -1, dim), "history_emb"),
+            TensorSpec(f32, (-1, -1), "history_mask"),
+            TensorSpec(i64, (-1,), "device"),
+            TensorSpec(i64, (-1,), "hour"),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=Schema([TensorSpec(f32, (-1, dim), "user_vec")]))
+
+
+def _requirements() -> list[str]:
+    # Explicit, so MLflow skips its slow requirement inference (a subprocess per log).
+    return [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
+
+
+def log_model_and_register(
+    model: TwoTower, name: str = MODEL_NAME, input_example: tuple[np.ndarray, ...] | None = None
+) -> tuple[str, str]:
+    """Log the user tower to the active run and register it; returns (run_id, version)."""
+    mlflow = _mlflow()
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_model_and_register needs an active run (use start_run)")
+    module = UserTowerModule(model).cpu().float().eval()
+    example = input_example or user_tower_input_example(model.dim)
+    try:
+        info = mlflow.pytorch.log_model(
+            module,
+            name="user_tower",
+            input_example=example,
+            signature=user_tower_signature(model.dim),  # pt2 needs TensorSpecs; a tuple example gives none
+            serialization_format="pt2",
+            registered_model_name=name,
+            pip_requirements=_requirements(),
+        )
+    except Exception as exc:  # torch.export can reject a module; the pickle format cannot
+        log.warning("pt2 logging failed (%s); falling back to MLflow's pickle format", exc)
+        mlflow.set_tag("model_format_fallback", f"pickle: {type(exc).__name__}")
+        info = mlflow.pytorch.log_model(
+            module,
+            name="user_tower_pickle",
+            signature=user_tower_signature(model.dim),
+            serialization_format="pickle",
+            registered_model_name=name,
+            pip_requirements=_requirements(),
+        )
+    version = info.registered_model_version
+    if version is None:
+        raise RuntimeError(f"model {name!r} was logged but not registered")
+    return run.info.run_id, str(version)
+
+
+def set_champion_alias(name: str, version: str | int) -> None:
+    from mlflow import MlflowClient
+
+    _mlflow()
+    MlflowClient().set_registered_model_alias(name, CHAMPION, str(version))
+
+
+def champion_version(name: str = MODEL_NAME) -> str | None:
+    """The version holding the champion alias, or None."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    _mlflow()
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def run_url(run_id: str) -> str:
+    """UI link to a run: `<MLFLOW_UI_URL>/#/experiments/<id>/runs/<run_id>`."""
+    base = os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/")
+    exp = _mlflow().get_run(run_id).info.experiment_id
+    return f"{base}/#/experiments/{exp}/runs/{run_id}"

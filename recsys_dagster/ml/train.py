@@ -1,0 +1,386 @@
+"""Training loop of the two-tower model: sampled softmax over in-batch positives (logQ
+corrected) plus each row's explicit negatives, per-epoch checkpoint and resume, early
+stopping on validation Recall@20 (full ranking over active items)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from recsys_dagster.ml.data import DataError, Examples, encode_examples, iterate_batches
+from recsys_dagster.ml.features import ItemFeatures
+from recsys_dagster.ml.model import ITEM_FEATURES, TwoTower, build_model
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+K_EVAL = 20
+_NEG = -1e9  # masked logit (kept in fp32)
+# Config fields that must match for a checkpoint to be resumed.
+_RESUME_KEYS = ("dim", "batch_size", "lr", "weight_decay", "temperature", "id_dropout", "history_len", "seed", "title_buckets")
+
+
+@dataclass
+class TrainConfig:
+    dim: int = 64
+    epochs: int = 8
+    batch_size: int = 1024
+    lr: float = 3e-3
+    weight_decay: float = 1e-6
+    temperature: float = 0.05
+    id_dropout: float = 0.3
+    history_len: int = 20
+    patience: int = 2
+    seed: int = 42
+    device: str = "auto"
+    amp: bool = True
+    max_eval_users: int = 5000
+    title_buckets: int = 2**15
+
+
+@dataclass
+class TrainResult:
+    model: TwoTower
+    features: ItemFeatures
+    epochs_run: int
+    best_epoch: int
+    history: list[dict]
+    final_metrics: dict
+    examples_per_s: float
+    device: str
+    load_seconds: float
+    compute_seconds: float
+    resumed_from_epoch: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def resolve_device(pref: str = "auto") -> torch.device:
+    if pref == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(pref)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {pref!r} requested but CUDA is not available")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def item_feature_table(features: ItemFeatures, items: pa.Table, device: torch.device) -> dict[str, torch.Tensor]:
+    """Content features indexed by id-vocabulary index (row 0 = padding), on `device`."""
+    arrays = features.encode(items).as_dict()
+    ids = arrays["ids"]
+    known = ids > 0
+    out = {}
+    for k in ITEM_FEATURES:
+        a = arrays[k]
+        t = np.zeros((features.n_ids,) + a.shape[1:], dtype=np.int64)
+        t[ids[known]] = a[known]
+        out[k] = torch.from_numpy(t).to(device)
+    out["ids"] = torch.arange(features.n_ids, device=device)
+    return out
+
+
+@torch.no_grad()
+def all_item_vectors(model: TwoTower, table: dict[str, torch.Tensor], batch: int = 8192) -> torch.Tensor:
+    """Eval-mode item vectors for every id-vocabulary index, [n_ids, D] float32."""
+    was = model.training
+    model.eval()
+    n = table["ids"].shape[0]
+    out = [model.item_tower({k: v[lo : lo + batch] for k, v in table.items()}).float() for lo in range(0, n, batch)]
+    model.train(was)
+    return torch.cat(out)
+
+
+def batch_loss(model: TwoTower, table: dict[str, torch.Tensor], b: dict[str, torch.Tensor], logq: torch.Tensor) -> torch.Tensor:
+    hist, pos, neg = b["history"], b["positive"], b["negatives"]
+    B, L = hist.shape
+    K = neg.shape[1]
+    # Each distinct item in the batch goes through the item tower once.
+    uniq, inv = torch.unique(torch.cat([hist.reshape(-1), pos, neg.reshape(-1)]), return_inverse=True)
+    vecs = model.item_tower({k: v[uniq] for k, v in table.items()})
+    hist_emb = vecs[inv[: B * L]].view(B, L, -1)
+    p = vecs[inv[B * L : B * L + B]]
+    n = vecs[inv[B * L + B :]].view(B, K, -1)
+    u = model.user_tower(hist_emb, (hist > 0).to(hist_emb.dtype), b["device"], b["hour"])
+    t = model.temperature
+    # In-batch candidates are the batch's positives, sampled ~ train frequency: logQ.
+    in_batch = (u @ p.T).float() / t - logq[pos][None, :]
+    accidental = (pos[None, :] == pos[:, None]) & ~torch.eye(B, dtype=torch.bool, device=pos.device)
+    in_batch = in_batch.masked_fill(accidental, _NEG)
+    explicit = torch.einsum("bd,bkd->bk", u, n).float() / t
+    explicit = explicit.masked_fill((neg == 0) | (neg == pos[:, None]), _NEG)
+    logits = torch.cat([in_batch, explicit], dim=1)
+    per_row = F.cross_entropy(logits, torch.arange(B, device=pos.device), reduction="none")
+    w = b["weight"].float()
+    return (per_row * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def _first_rows(ex: Examples) -> tuple[np.ndarray, np.ndarray]:
+    """Per user: the row of their first example (by timestamp) and the user code."""
+    order = np.lexsort((np.arange(len(ex)), ex.ts))
+    users, first = np.unique(ex.user[order], return_index=True)
+    return order[first], users
+
+
+def ranking_metrics(top_codes: np.ndarray, target_codes: np.ndarray, n_targets: np.ndarray) -> dict[str, float]:
+    """`top_codes` [U, k]: ranked (user_row * C + candidate column) codes; `target_codes`:
+    the relevant pairs in the same coding; `n_targets` [U]: relevant candidates per user."""
+    hits = np.isin(top_codes, target_codes)
+    k = top_codes.shape[1]
+    disc = 1.0 / np.log2(np.arange(k) + 2)
+    recall = hits.sum(1) / n_targets
+    idcg = np.cumsum(disc)[np.minimum(n_targets, k) - 1]
+    ndcg = (hits * disc).sum(1) / idcg
+    return {f"recall@{K_EVAL}": float(recall.mean()), f"ndcg@{K_EVAL}": float(ndcg.mean())}
+
+
+class Evaluator:
+    """Validation Recall/NDCG@20 by full ranking over active items, for the model and for
+    the popularity baseline (rank by train_count), on the same users and targets."""
+
+    def __init__(self, val: Examples, items: pa.Table, features: ItemFeatures, popularity: np.ndarray, max_users: int, seed: int):
+        active = items.column("active").to_numpy(zero_copy_only=False).astype(bool) if "active" in items.column_names else np.ones(items.num_rows, bool)
+        cand = features.item_index(items.column("item_id").to_numpy(zero_copy_only=False))[active]
+        self.cand = np.unique(cand[cand > 0])
+        col_of = np.full(features.n_ids, -1, dtype=np.int64)
+        col_of[self.cand] = np.arange(len(self.cand))
+        C = len(self.cand)
+        rows, users = _first_rows(val)
+        tcols = col_of[val.positive]
+        ok = tcols >= 0
+        # Users whose validation targets include at least one rankable (active) item.
+        Cs = max(C, 1)
+        pairs = np.unique(val.user[ok] * Cs + tcols[ok])
+        rows, users = rows[np.isin(users, pairs // Cs)], users[np.isin(users, pairs // Cs)]
+        if len(users) > max_users:
+            pick = np.sort(np.random.default_rng(seed).choice(len(users), max_users, replace=False))
+            rows, users = rows[pick], users[pick]
+        self.rows = rows
+        self.n_users = len(users)
+        sel = np.isin(pairs // Cs, users)
+        ucode = np.searchsorted(users, pairs[sel] // Cs)  # users is sorted (np.unique)
+        self.codes = ucode * Cs + pairs[sel] % Cs
+        self.n_targets = np.bincount(ucode, minlength=len(users))
+        self.C = Cs
+        self.val = val
+        self.pop_scores = popularity[self.cand].astype(np.float64)
+
+    def _metrics(self, top: np.ndarray) -> dict[str, float]:
+        if self.n_users == 0:
+            return {f"recall@{K_EVAL}": float("nan"), f"ndcg@{K_EVAL}": float("nan")}
+        codes = np.arange(self.n_users)[:, None] * self.C + top
+        return ranking_metrics(codes, self.codes, self.n_targets)
+
+    @torch.no_grad()
+    def model_metrics(self, model: TwoTower, table: dict[str, torch.Tensor], chunk: int = 2048) -> dict[str, float]:
+        k = min(K_EVAL, len(self.cand))
+        if self.n_users == 0 or k == 0:
+            return self._metrics(np.zeros((0, K_EVAL), np.int64))
+        dev = table["ids"].device
+        vecs = all_item_vectors(model, table)
+        cand = vecs[torch.from_numpy(self.cand).to(dev)]
+        was = model.training
+        model.eval()
+        tops = []
+        for lo in range(0, self.n_users, chunk):
+            r = self.rows[lo : lo + chunk]
+            hist = torch.from_numpy(self.val.history[r]).to(dev)
+            u = model.user_tower(
+                vecs[hist], (hist > 0).float(), torch.from_numpy(self.val.device[r]).to(dev), torch.from_numpy(self.val.hour[r]).to(dev)
+            ).float()
+            tops.append(torch.topk(u @ cand.T, k, dim=1).indices.cpu().numpy())
+        model.train(was)
+        return self._metrics(np.concatenate(tops))
+
+    def popularity_metrics(self) -> dict[str, float]:
+        k = min(K_EVAL, len(self.cand))
+        top = np.argsort(-self.pop_scores, kind="stable")[:k]
+        return self._metrics(np.broadcast_to(top, (self.n_users, k)))
+
+
+def _popularity(features: ItemFeatures, items: pa.Table, train: Examples) -> np.ndarray:
+    """train_count per id index: the items column when present, else counted from train."""
+    counts = np.zeros(features.n_ids, dtype=np.float64)
+    if "train_count" in items.column_names:
+        idx = features.item_index(items.column("item_id").to_numpy(zero_copy_only=False))
+        tc = np.nan_to_num(items.column("train_count").to_numpy(zero_copy_only=False).astype(float))
+        counts[idx[idx > 0]] = tc[idx > 0]
+    else:
+        np.add.at(counts, train.positive, 1.0)
+    return counts
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a crash mid-write never leaves a truncated checkpoint
+
+
+def _load_checkpoint(path: Path, cfg: TrainConfig, features: ItemFeatures) -> dict | None:
+    if not path.exists():
+        return None
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    old = ck.get("config", {})
+    diff = {k: (old.get(k), getattr(cfg, k)) for k in _RESUME_KEYS if old.get(k) != getattr(cfg, k)}
+    if diff or ck.get("features") != features.to_json():
+        log.warning("checkpoint %s does not match this run (%s); starting fresh", path, diff or "features changed")
+        return None
+    return ck
+
+
+def train_two_tower(
+    train: pa.Table,
+    validation: pa.Table,
+    items: pa.Table,
+    cfg: TrainConfig,
+    checkpoint_dir: Path,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    t_load = time.perf_counter()
+    device = resolve_device(cfg.device)
+    features = ItemFeatures.fit(items, n_buckets=cfg.title_buckets)
+    tr = encode_examples(train, features, cfg.history_len)
+    va = encode_examples(validation, features, cfg.history_len)
+    if cfg.epochs > 0 and len(tr) == 0:
+        raise DataError("the train split is empty")
+    table = item_feature_table(features, items, device)
+    popularity = _popularity(features, items, tr)
+    # logQ: in-batch candidates appear with probability ~ their share of train positives.
+    freq = np.bincount(tr.positive, minlength=features.n_ids).astype(np.float64) + 1.0
+    logq = torch.from_numpy(np.log(freq / freq.sum())).float().to(device)
+    evaluator = Evaluator(va, items, features, popularity, cfg.max_eval_users, cfg.seed)
+    load_seconds = time.perf_counter() - t_load
+
+    seed_everything(cfg.seed)
+    model = build_model(features, dim=cfg.dim, id_dropout=cfg.id_dropout, temperature=cfg.temperature).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ck_path = Path(checkpoint_dir) / CHECKPOINT
+    start, best, best_epoch, bad, history, best_state, finished = 0, -math.inf, 0, 0, [], None, False
+    ck = _load_checkpoint(ck_path, cfg, features) if resume else None
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        start, best, best_epoch, bad = ck["epoch"], ck["best_metric"], ck["best_epoch"], ck["bad_epochs"]
+        history, best_state, finished = list(ck["history"]), ck["best_state"], ck["finished"]
+        torch.set_rng_state(ck["rng"]["torch"])
+        log.info("resuming from %s after epoch %d", ck_path, start)
+    resumed_from = start
+
+    use_amp = cfg.amp and device.type == "cuda"
+    compute_s, train_s, n_seen = 0.0, 0.0, 0
+    epoch = start
+    while epoch < cfg.epochs and not finished:
+        epoch += 1
+        # Seeds derive from (seed, epoch) so a resumed epoch replays exactly.
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        model.train()
+        t0, data_s, losses, weights = time.perf_counter(), 0.0, 0.0, 0
+        it = iterate_batches(tr, cfg.batch_size, device, shuffle=True, seed=cfg.seed * 1000 + epoch)
+        while True:
+            td = time.perf_counter()
+            b = next(it, None)
+            data_s += time.perf_counter() - td
+            if b is None:
+                break
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                loss = batch_loss(model, table, b, logq)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses += float(loss.detach()) * len(b["positive"])
+            weights += len(b["positive"])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        epoch_s = time.perf_counter() - t0
+        load_seconds += data_s
+        compute_s += epoch_s - data_s
+        train_s += epoch_s
+        n_seen += len(tr)
+        m = evaluator.model_metrics(model, table)
+        rec = m[f"recall@{K_EVAL}"]
+        row = {
+            "epoch": epoch,
+            "train_loss": losses / max(weights, 1),
+            "val_recall@20": rec,
+            "val_ndcg@20": m[f"ndcg@{K_EVAL}"],
+            "seconds": epoch_s,
+            "examples_per_s": len(tr) / epoch_s if epoch_s > 0 else float("nan"),
+        }
+        history.append(row)
+        if rec > best:
+            best, best_epoch, bad = rec, epoch, 0
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        else:
+            bad += 1
+        finished = bad >= cfg.patience or epoch >= cfg.epochs
+        _save_checkpoint(
+            ck_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch,
+                "best_metric": best,
+                "best_epoch": best_epoch,
+                "bad_epochs": bad,
+                "best_state": best_state,
+                "history": history,
+                "finished": finished,
+                "config": asdict(cfg),
+                "features": features.to_json(),
+                "rng": {"torch": torch.get_rng_state()},
+            },
+        )
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    m = evaluator.model_metrics(model, table)
+    pop = evaluator.popularity_metrics()
+    final = {
+        "val_recall@20": m[f"recall@{K_EVAL}"],
+        "val_ndcg@20": m[f"ndcg@{K_EVAL}"],
+        "val_recall@20_popularity": pop[f"recall@{K_EVAL}"],
+        "val_ndcg@20_popularity": pop[f"ndcg@{K_EVAL}"],
+        "val_users": evaluator.n_users,
+        "train_examples": len(tr),
+        "validation_examples": len(va),
+        "n_items": features.n_ids - 1,
+        "active_items": int(len(evaluator.cand)),
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+    }
+    total = load_seconds + compute_s
+    return TrainResult(
+        model=model,
+        features=features,
+        epochs_run=len(history),
+        best_epoch=best_epoch,
+        history=history,
+        final_metrics=final,
+        examples_per_s=n_seen / train_s if train_s > 0 else 0.0,
+        device=str(device),
+        load_seconds=load_seconds,
+        compute_seconds=compute_s,
+        resumed_from_epoch=resumed_from,
+        extra={"total_seconds": total},
+    )

@@ -1,0 +1,306 @@
+"""A loaded bundle that answers recommendation queries; no web framework involved.
+
+The offline evaluation and the promotion gate call it on a staging directory; the HTTP app
+calls it on the promoted bundle. Everything a request needs is precomputed at load time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import onnxruntime as ort
+import pyarrow.parquet as pq
+
+from recsys_dagster.bundle.format import BUNDLE_FILES, MANIFEST, BundleError
+from recsys_dagster.contract import DEVICE_TYPES
+from recsys_dagster.serving.catalog import Catalog, load_catalog
+from recsys_dagster.serving.rerank import Filters, apply_popularity_penalty, diversify, keep_mask, leaf_counts
+
+DEFAULT_HISTORY_LEN = 20
+DEFAULT_CANDIDATES = 500
+UNKNOWN_DEVICE = len(DEVICE_TYPES)  # index 3 in the tower's device table
+_DEVICE_INDEX = {d: i for i, d in enumerate(DEVICE_TYPES)}
+TOWER_INPUTS = ("history_emb", "history_mask", "device", "hour")
+
+# The only reasons a response may fall back (CONTRACT of the API and the metrics label set).
+FALLBACK_REASONS = ("unknown_user", "empty_history", "unknown_items", "no_candidates")
+
+
+@dataclass
+class Recommendation:
+    items: list[dict[str, Any]]
+    model_version: str
+    fallback: str | None  # one of FALLBACK_REASONS
+    source: str  # "realtime" | "stored_history" | "popularity"
+    unknown_items: list[str] = field(default_factory=list)
+    topped_up: int = 0  # trailing items filled from popularity because too few candidates survived
+
+
+def _set_index_params(index: faiss.Index, params: dict[str, Any]) -> None:
+    space = faiss.ParameterSpace()
+    for name in ("efSearch", "nprobe"):
+        if name in params:
+            try:
+                space.set_index_parameter(index, name, int(params[name]))
+            except RuntimeError as exc:
+                raise BundleError(f"index parameter {name}={params[name]} does not apply: {exc}") from exc
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    if names != set(TOWER_INPUTS) or [o.name for o in sess.get_outputs()] != ["user_vec"]:
+        raise BundleError(f"user_tower.onnx has inputs {sorted(names)} / outputs {[o.name for o in sess.get_outputs()]}, contract says {list(TOWER_INPUTS)} -> ['user_vec']")
+    return sess
+
+
+class Engine:
+    """Bundle -> recommendations. Thread-safe for concurrent reads (nothing mutates after load)."""
+
+    def __init__(
+        self,
+        *,
+        version: str,
+        session: ort.InferenceSession,
+        index: faiss.Index,
+        catalog: Catalog,
+        embeddings: np.ndarray,
+        histories: dict[str, list[str]],
+        history_len: int = DEFAULT_HISTORY_LEN,
+        candidates: int = DEFAULT_CANDIDATES,
+        manifest: dict[str, Any] | None = None,
+    ):
+        if embeddings.ndim != 2 or embeddings.shape[0] != catalog.n_items:
+            raise BundleError(f"item_embeddings.npy has shape {embeddings.shape}, items.parquet has {catalog.n_items} rows")
+        if index.d != embeddings.shape[1]:
+            raise BundleError(f"index dimension {index.d} != embedding dimension {embeddings.shape[1]}")
+        self.version = version
+        self.session = session
+        self.index = index
+        self.catalog = catalog
+        self.embeddings = embeddings
+        self.histories = histories
+        self.history_len = history_len
+        self.candidates = candidates
+        self.manifest = manifest or {}
+        self.n_items = catalog.n_items
+        self.dim = int(embeddings.shape[1])
+
+    @classmethod
+    def from_dir(
+        cls,
+        path: Path,
+        version: str | None = None,
+        *,
+        candidates: int = DEFAULT_CANDIDATES,
+        threads: int = 1,
+    ) -> "Engine":
+        """Load the six bundle files of `path` (manifest.json and index.json optional)."""
+        path = Path(path)
+        missing = [n for n in BUNDLE_FILES if not (path / n).is_file()]
+        if missing:
+            raise BundleError(f"{path} lacks bundle files {missing}")
+        manifest: dict[str, Any] = {}
+        if (path / MANIFEST).is_file():
+            manifest = json.loads((path / MANIFEST).read_text())
+        index_meta: dict[str, Any] = {}
+        if (path / "index.json").is_file():
+            index_meta = json.loads((path / "index.json").read_text())
+        version = version or manifest.get("version") or path.name
+        try:
+            faiss.omp_set_num_threads(threads)
+            session = _session(path / "user_tower.onnx", threads)
+            index = faiss.read_index(str(path / "item_index.faiss"))
+            params = {**(index_meta.get("params") or index_meta.get("parameters") or {}), **(manifest.get("index_params") or {})}
+            _set_index_params(index, params)
+            catalog = load_catalog(path / "items.parquet", path / "popular.json")
+            embeddings = np.load(path / "item_embeddings.npy", allow_pickle=False)
+            if embeddings.dtype != np.float32:
+                raise BundleError(f"item_embeddings.npy is {embeddings.dtype}, contract says float32")
+            hist = pq.read_table(path / "user_histories.parquet", columns=["user_id", "history"])
+            histories = {u: h or [] for u, h in zip(hist.column("user_id").to_pylist(), hist.column("history").to_pylist())}
+        except BundleError:
+            raise
+        except Exception as exc:  # onnxruntime, faiss and pyarrow raise their own types
+            raise BundleError(f"cannot load bundle {version!r} from {path}: {type(exc).__name__}: {exc}") from exc
+        history_len = int(manifest.get("history_len") or index_meta.get("history_len") or DEFAULT_HISTORY_LEN)
+        engine = cls(
+            version=version,
+            session=session,
+            index=index,
+            catalog=catalog,
+            embeddings=embeddings,
+            histories=histories,
+            history_len=history_len,
+            candidates=candidates,
+            manifest=manifest,
+        )
+        engine._self_check()
+        return engine
+
+    def _self_check(self) -> None:
+        """Run the tower once so a model that loads but cannot run is refused at load time."""
+        try:
+            vec, _ = self.user_vectors([[]], [None], [0])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise BundleError(f"user tower of {self.version!r} fails on a sample input: {exc}") from exc
+        if vec.shape != (1, self.dim):
+            raise BundleError(f"user tower of {self.version!r} returns shape {vec.shape}, expected (1, {self.dim})")
+
+    # vectors and search --------------------------------------------------------------
+    def user_vectors(
+        self,
+        histories: list[list[str]],
+        devices: list[str | None] | None = None,
+        hours: list[int | None] | None = None,
+    ) -> tuple[np.ndarray, list[list[str]]]:
+        """User vectors [B, dim] for histories of item ids (oldest first); unknown ids per row."""
+        b = len(histories)
+        rows_per_user: list[list[int]] = []
+        unknown: list[list[str]] = []
+        for h in histories:
+            rows, miss = self.catalog.rows_of(h)
+            rows_per_user.append(rows[-self.history_len :])
+            unknown.append(miss)
+        length = max(1, max((len(r) for r in rows_per_user), default=0))
+        emb = np.zeros((b, length, self.dim), dtype=np.float32)
+        mask = np.zeros((b, length), dtype=np.float32)
+        for i, rows in enumerate(rows_per_user):
+            if rows:
+                emb[i, length - len(rows) :] = self.embeddings[rows]
+                mask[i, length - len(rows) :] = 1.0
+        device = np.array([_DEVICE_INDEX.get(d, UNKNOWN_DEVICE) if d else UNKNOWN_DEVICE for d in (devices or [None] * b)], dtype=np.int64)
+        now_hour = datetime.now(timezone.utc).hour
+        hour_list = [now_hour if h is None else int(h) for h in (hours or [None] * b)]
+        if any(not 0 <= h <= 23 for h in hour_list):
+            raise ValueError(f"hour must be in 0..23, got {hour_list}")
+        if len(device) != b or len(hour_list) != b:
+            raise ValueError("devices and hours must have one entry per history")
+        (vec,) = self.session.run(
+            ["user_vec"],
+            {"history_emb": emb, "history_mask": mask, "device": device, "hour": np.array(hour_list, dtype=np.int64)},
+        )
+        return vec, unknown
+
+    def search(self, vectors: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n (scores, item rows) per vector; rows are -1 where the index has fewer hits."""
+        n = max(1, min(n, self.index.ntotal))
+        return self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), n)
+
+    def stored_history(self, user_id: str) -> list[str] | None:
+        return self.histories.get(user_id)
+
+    # recommendations -------------------------------------------------------------------
+    def recommend(
+        self,
+        user_id: str,
+        recent_items: list[str] | None = None,
+        k: int = 10,
+        exclude_seen: bool = True,
+        filters: Filters | None = None,
+        diversity_cap: int | None = 3,
+        popularity_penalty: float = 0.0,
+        device: str | None = None,
+        hour: int | None = None,
+    ) -> Recommendation:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if diversity_cap is not None and diversity_cap < 1:
+            raise ValueError(f"diversity_cap must be >= 1 or None, got {diversity_cap}")
+        if popularity_penalty < 0:
+            raise ValueError(f"popularity_penalty must be >= 0, got {popularity_penalty}")
+        stored = self.histories.get(user_id)
+        realtime = bool(recent_items)
+        history = list(recent_items) if realtime else (stored or [])
+        seen_ids = (stored or []) + (list(recent_items or []) if realtime else [])
+        seen_rows, _ = self.catalog.rows_of(seen_ids)
+        exclude = np.array(seen_rows, dtype=np.int64) if exclude_seen else None
+
+        fallback: str | None = None
+        unknown: list[str] = []
+        if realtime:
+            _, unknown = self.catalog.rows_of(history)
+            if len(unknown) == len(history):
+                fallback = "unknown_items"
+        elif stored is None:
+            fallback = "unknown_user"
+        elif not stored:
+            fallback = "empty_history"
+        source = "realtime" if realtime else "stored_history"
+
+        rows: list[int] = []
+        scores: list[float] = []
+        if fallback is None:
+            vec, _ = self.user_vectors([history], [device], [hour])
+            cand_scores, cand_rows = self.search(vec, self.candidates)
+            cand_rows, cand_scores = cand_rows[0], cand_scores[0].astype(np.float64)
+            valid = cand_rows >= 0
+            cand_rows, cand_scores = cand_rows[valid], cand_scores[valid]
+            keep = keep_mask(self.catalog, cand_rows, filters, exclude)
+            cand_rows, cand_scores = apply_popularity_penalty(self.catalog, cand_rows[keep], cand_scores[keep], popularity_penalty)
+            rows, scores = diversify(self.catalog, cand_rows, cand_scores, k, diversity_cap)
+            if not rows:
+                fallback = "no_candidates"
+        if fallback is not None:
+            source = "popularity"
+        n_model = len(rows)
+        if len(rows) < k:
+            extra_rows, extra_scores = self._popular(k - len(rows), filters, exclude, diversity_cap, rows)
+            rows += extra_rows
+            scores += extra_scores
+        return Recommendation(
+            items=self.catalog.hydrate(rows, scores),
+            model_version=self.version,
+            fallback=fallback,
+            source=source,
+            unknown_items=unknown,
+            topped_up=len(rows) - n_model if fallback is None else 0,
+        )
+
+    def _popular(
+        self,
+        n: int,
+        filters: Filters | None,
+        exclude: np.ndarray | None,
+        cap: int | None,
+        taken: list[int],
+    ) -> tuple[list[int], list[float]]:
+        """The next `n` popular items that pass the filters, the cap and are not in `taken`."""
+        cat = self.catalog
+        skip = np.array(taken, dtype=np.int64) if exclude is None else np.concatenate([exclude, np.array(taken, dtype=np.int64)])
+        counts = leaf_counts(cat, taken)
+        out_rows: list[int] = []
+        out_scores: list[float] = []
+        chunk = 1024
+        for start in range(0, cat.popular_rows.size, chunk):
+            rows = cat.popular_rows[start : start + chunk]
+            keep = keep_mask(cat, rows, filters, skip)
+            r, s = diversify(cat, rows[keep], cat.popular_scores[start : start + chunk][keep], n - len(out_rows), cap, counts)
+            out_rows += r
+            out_scores += s
+            if len(out_rows) >= n:
+                break
+        return out_rows, out_scores
+
+    def similar(self, item_id: str, k: int = 10) -> list[dict[str, Any]]:
+        """Nearest active items to `item_id` by embedding (itself excluded). KeyError if unknown."""
+        row = self.catalog.row_of.get(item_id)
+        if row is None:
+            raise KeyError(item_id)
+        scores, rows = self.search(self.embeddings[row : row + 1], k + 1)
+        rows, scores = rows[0], scores[0]
+        keep = (rows >= 0) & (rows != row)
+        rows, scores = rows[keep], scores[keep]
+        keep = self.catalog.active[rows]
+        return self.catalog.hydrate(rows[keep][:k], scores[keep][:k])

@@ -1,0 +1,223 @@
+"""A realistic synthetic bundle, built without torch, for serving tests and the benchmark.
+
+Items fall into clusters (one leaf category each, a few leaves per top-level category) whose
+embeddings sit around a cluster centre, so "a history in cluster c pulls recommendations
+towards c" is something a test can check. The user tower is an ONNX graph written with
+`onnx.helper` that implements the contract: masked mean of `history_emb` plus a small
+context term (device and hour embedding tables), L2-normalized, dynamic B and L.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import onnx
+import pyarrow as pa
+import pyarrow.parquet as pq
+from onnx import TensorProto, helper, numpy_helper
+
+from recsys_dagster.bundle.format import (
+    BUNDLE_FILES,
+    FORMAT_VERSION,
+    MANIFEST,
+    POINTER_KEY,
+    bundle_prefix,
+    describe_files,
+)
+from recsys_dagster.contract import CATEGORY_SEPARATOR, CONDITIONS, DEVICE_TYPES
+from recsys_dagster.lake import Lake
+
+CITIES = ("Berlin", "Hamburg", "Munich", "Cologne", "Frankfurt", "Leipzig")
+TOP_CATEGORIES = ("Electronics", "Fashion", "Home", "Sports")
+SUBCATEGORIES = ("Phones", "Laptops", "Shoes", "Jackets", "Kitchen", "Garden", "Bikes", "Outdoor")
+LEAVES = ("Apple", "Samsung", "Other")
+
+
+def cluster_categories(n_clusters: int) -> list[str]:
+    """One distinct leaf `category_path` per cluster (two clusters per top category)."""
+    out = []
+    for c in range(n_clusters):
+        top = TOP_CATEGORIES[(c // 2) % len(TOP_CATEGORIES)]
+        sub = SUBCATEGORIES[c % len(SUBCATEGORIES)]
+        leaf = f"{LEAVES[c % len(LEAVES)]}{c}"
+        out.append(CATEGORY_SEPARATOR.join((top, sub, leaf)))
+    return out
+
+
+def user_tower_onnx(dim: int, seed: int = 0, context_scale: float = 0.05) -> bytes:
+    """The contract's user tower as an ONNX model (opset 17)."""
+    rng = np.random.default_rng(seed + 1)
+    device_table = (rng.normal(size=(len(DEVICE_TYPES) + 1, dim)) * context_scale).astype(np.float32)
+    hour_table = (rng.normal(size=(24, dim)) * context_scale).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(device_table, "device_table"),
+        numpy_helper.from_array(hour_table, "hour_table"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+        numpy_helper.from_array(np.array([-1], dtype=np.int64), "axis_last"),
+        numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
+        numpy_helper.from_array(np.array(1e-12, dtype=np.float32), "eps"),
+    ]
+    nodes = [
+        helper.make_node("Unsqueeze", ["history_mask", "axis_last"], ["mask3"]),
+        helper.make_node("Mul", ["history_emb", "mask3"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
+        helper.make_node("ReduceSum", ["history_mask", "axis1"], ["count"], keepdims=1),
+        helper.make_node("Max", ["count", "one"], ["denom"]),
+        helper.make_node("Div", ["summed", "denom"], ["mean"]),
+        helper.make_node("Gather", ["device_table", "device"], ["dev_vec"], axis=0),
+        helper.make_node("Gather", ["hour_table", "hour"], ["hour_vec"], axis=0),
+        helper.make_node("Add", ["dev_vec", "hour_vec"], ["ctx"]),
+        helper.make_node("Add", ["mean", "ctx"], ["raw"]),
+        helper.make_node("Mul", ["raw", "raw"], ["sq"]),
+        helper.make_node("ReduceSum", ["sq", "axis_last"], ["sqsum"], keepdims=1),
+        helper.make_node("Sqrt", ["sqsum"], ["norm"]),
+        helper.make_node("Max", ["norm", "eps"], ["safe_norm"]),
+        helper.make_node("Div", ["raw", "safe_norm"], ["user_vec"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "user_tower",
+        inputs=[
+            helper.make_tensor_value_info("history_emb", TensorProto.FLOAT, ["B", "L", dim]),
+            helper.make_tensor_value_info("history_mask", TensorProto.FLOAT, ["B", "L"]),
+            helper.make_tensor_value_info("device", TensorProto.INT64, ["B"]),
+            helper.make_tensor_value_info("hour", TensorProto.INT64, ["B"]),
+        ],
+        outputs=[helper.make_tensor_value_info("user_vec", TensorProto.FLOAT, ["B", dim])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="bundle_factory")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def flat_index(embeddings: np.ndarray, rows: np.ndarray) -> faiss.Index:
+    """Exact inner-product search over `rows`, ids = rows."""
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(embeddings.shape[1]))
+    index.add_with_ids(embeddings[rows], rows.astype(np.int64))
+    return index
+
+
+def make_bundle_dir(
+    path: str | Path,
+    n_items: int = 500,
+    dim: int = 16,
+    seed: int = 0,
+    *,
+    n_clusters: int = 8,
+    n_users: int = 200,
+    history_len: int = 20,
+    inactive_fraction: float = 0.05,
+    n_popular: int = 200,
+    build_index: Callable[[np.ndarray, np.ndarray], faiss.Index] = flat_index,
+    index_type: str = "flat",
+    index_params: dict[str, Any] | None = None,
+) -> Path:
+    """Write the six bundle files (no manifest) into `path`; returns the directory.
+
+    Item `i` belongs to cluster `i % n_clusters`; user `u<j>` has a history drawn from
+    cluster `j % n_clusters` (users with `j % 10 == 9` have an empty history).
+    `index.json` is written beside them with `index_params` (efSearch / nprobe).
+    """
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+
+    cluster = np.arange(n_items) % n_clusters
+    centres = rng.normal(size=(n_clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    emb = centres[cluster] + 0.35 * rng.normal(size=(n_items, dim)).astype(np.float32) / np.sqrt(dim)
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+
+    cats = np.array(cluster_categories(n_clusters), dtype=object)[cluster]
+    ids = np.char.add("i", np.arange(n_items).astype(str)).astype(object)
+    active = rng.random(n_items) >= inactive_fraction
+    price = np.round(rng.gamma(2.0, 60.0, size=n_items), 2)
+    condition = np.array(CONDITIONS, dtype=object)[rng.integers(0, len(CONDITIONS), n_items)]
+    location = np.array(CITIES, dtype=object)[rng.integers(0, len(CITIES), n_items)]
+    recent = np.round(rng.pareto(1.5, size=n_items) * 3, 3)
+    leaf_names = [c.split(CATEGORY_SEPARATOR)[-1] for c in cats[: min(n_items, n_clusters)]]
+    titles = np.char.add(np.char.add(np.array(leaf_names, dtype=str)[cluster % len(leaf_names)], " item "), ids.astype(str))
+    created = datetime(2026, 10, 1, tzinfo=timezone.utc)
+    items = pa.table(
+        {
+            "item_id": pa.array(ids, pa.string()),
+            "title": pa.array(titles.astype(object), pa.string()),
+            "description": pa.array(np.full(n_items, "good condition", dtype=object), pa.string()),
+            "category_path": pa.array(cats, pa.string()),
+            "price": pa.array(price, pa.float64()),
+            "currency": pa.array(np.full(n_items, "EUR", dtype=object), pa.string()),
+            "brand": pa.array(np.full(n_items, "acme", dtype=object), pa.string()),
+            "location": pa.array(location, pa.string()),
+            "condition": pa.array(condition, pa.string()),
+            "image_url": pa.array(np.char.add("https://img.example/", ids.astype(str)).astype(object), pa.string()),
+            "created_at": pa.array(np.full(n_items, created), pa.timestamp("us", tz="UTC")),
+            "active": pa.array(active, pa.bool_()),
+            "train_count": pa.array(rng.integers(0, 50, n_items), pa.int64()),
+            "recent_count": pa.array(recent, pa.float64()),
+        }
+    )
+    pq.write_table(items, out / "items.parquet")
+    np.save(out / "item_embeddings.npy", emb, allow_pickle=False)
+    (out / "user_tower.onnx").write_bytes(user_tower_onnx(dim, seed))
+
+    active_rows = np.flatnonzero(active)
+    faiss.write_index(build_index(emb, active_rows), str(out / "item_index.faiss"))
+    (out / "index.json").write_text(
+        json.dumps({"type": index_type, "params": index_params or {}, "n_indexed": int(active_rows.size)})
+    )
+
+    users, histories = [], []
+    for j in range(n_users):
+        users.append(f"u{j}")
+        if j % 10 == 9:
+            histories.append([])
+            continue
+        pool = np.arange(j % n_clusters, n_items, n_clusters)  # cluster c = rows c, c + n, ...; O(pool), not O(items)
+        take = rng.choice(pool, size=min(len(pool), int(rng.integers(3, history_len + 1))), replace=False)
+        histories.append([ids[r] for r in take])
+    pq.write_table(
+        pa.table({"user_id": pa.array(users, pa.string()), "history": pa.array(histories, pa.list_(pa.string()))}),
+        out / "user_histories.parquet",
+    )
+
+    top = active_rows[np.argsort(-recent[active_rows], kind="stable")][:n_popular]
+    popular = {"items": [{"item_id": ids[r], "score": float(recent[r])} for r in top]}
+    (out / "popular.json").write_text(json.dumps(popular))
+    return out
+
+
+def manifest_for(src_dir: str | Path, version: str, *, history_len: int = 20, index_type: str = "flat") -> dict[str, Any]:
+    src = Path(src_dir)
+    dim = int(np.load(src / "item_embeddings.npy", mmap_mode="r").shape[1])
+    extra = json.loads((src / "index.json").read_text()) if (src / "index.json").is_file() else {}
+    return {
+        "format_version": FORMAT_VERSION,
+        "version": version,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "embedding_dim": dim,
+        "index_type": extra.get("type", index_type),
+        "index_params": extra.get("params", {}),
+        "history_len": history_len,
+        "files": describe_files(src),
+    }
+
+
+def write_and_promote(lake: Lake, version: str, src_dir: str | Path, *, promote: bool = True) -> dict[str, Any]:
+    """Write `models/<version>/` (files, then manifest) and flip `promoted/manifest.json`."""
+    src = Path(src_dir)
+    manifest = manifest_for(src, version)
+    prefix = bundle_prefix(version)
+    for name in BUNDLE_FILES:
+        lake.put_bytes(f"{prefix}/{name}", (src / name).read_bytes())
+    lake.write_json(f"{prefix}/{MANIFEST}", manifest)
+    if promote:
+        lake.write_json(POINTER_KEY, {**manifest, "promoted_at": datetime.now(timezone.utc).isoformat()})
+    return manifest

@@ -1,0 +1,169 @@
+"""The promotion gate's rules: each can pass and fail; the paired bootstrap; week ordering."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from recsys_dagster.bundle.gate import (
+    GateConfig,
+    evaluate_gate,
+    newer_than_champion,
+    paired_bootstrap_ci,
+)
+
+CFG = GateConfig(n_boot=500)
+OK_INFRA = {"loaded": True, "p95_ms": 12.0, "errors": 0, "error": None}
+
+
+def users(n: int = 400, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0.1, 0.5, n)
+
+
+def gate(**overrides):
+    cfg = overrides.pop("cfg", CFG)
+    kwargs = dict(
+        checks_passed={"events_valid": True, "sessions_valid": True},
+        candidate_recall20=0.30,
+        popularity_recall20=0.20,
+        per_user_candidate=users(),
+        per_user_champion=users(),
+        index_recall=0.98,
+        infra=OK_INFRA,
+    )
+    kwargs.update(overrides)
+    return evaluate_gate(cfg, **kwargs)
+
+
+def rule(decision, name):
+    (r,) = [r for r in decision.rules if r.name == name]
+    return r
+
+
+def test_all_rules_pass():
+    d = gate()
+    assert d.promote and d.reasons == []
+    assert [r.name for r in d.rules] == [
+        "upstream_checks", "beats_popularity", "no_regression_vs_champion", "index_recall", "serving_infra"
+    ]
+    assert all(r.passed for r in d.rules)
+    json.dumps(d.to_dict())
+    md = d.markdown()
+    assert md.startswith("| rule | value | threshold | verdict |") and "Decision: promote" in md
+
+
+def test_upstream_checks_rule():
+    d = gate(checks_passed={"events_valid": True, "sessions_valid": False, "catalog_valid": False})
+    r = rule(d, "upstream_checks")
+    assert not d.promote and not r.passed and r.value == "1/3"
+    assert "catalog_valid, sessions_valid" in r.detail
+    assert any("sessions_valid" in reason for reason in d.reasons)
+    assert not rule(gate(checks_passed={}), "upstream_checks").passed  # no evidence is not a pass
+
+
+def test_beats_popularity_margin():
+    # 0.21 beats 0.20 but not by the 10% margin (0.22).
+    r = rule(gate(candidate_recall20=0.21), "beats_popularity")
+    assert not r.passed and r.threshold == pytest.approx(0.22)
+    assert rule(gate(candidate_recall20=0.22), "beats_popularity").passed
+    assert not rule(gate(candidate_recall20=float("nan")), "beats_popularity").passed
+    no_margin = GateConfig(baseline_margin=0.0, n_boot=500)
+    assert rule(gate(candidate_recall20=0.21, cfg=no_margin), "beats_popularity").passed
+
+
+def test_champion_clear_regression_fails_noise_passes():
+    champ = users(2000, seed=3)
+    rng = np.random.default_rng(7)
+    noisy = np.clip(champ + rng.normal(0.0, 0.05, champ.size), 0, 1)  # same quality, noisy per user
+    worse = np.clip(champ - 0.05 + rng.normal(0.0, 0.05, champ.size), 0, 1)
+
+    r_noise = rule(gate(per_user_candidate=noisy, per_user_champion=champ), "no_regression_vs_champion")
+    assert r_noise.passed and r_noise.value > -0.01 and "95% CI" in r_noise.detail
+
+    d = gate(per_user_candidate=worse, per_user_champion=champ)
+    r_worse = rule(d, "no_regression_vs_champion")
+    assert not d.promote and not r_worse.passed and r_worse.value < -0.04
+    assert r_worse.threshold == -0.01
+
+
+def test_small_regression_within_tolerance_passes():
+    champ = users(3000, seed=4)
+    slightly = champ - 0.002  # deterministic tiny drop, well inside the 0.01 tolerance
+    assert rule(gate(per_user_candidate=slightly, per_user_champion=champ), "no_regression_vs_champion").passed
+    strict = GateConfig(champion_tolerance=0.0, n_boot=500)
+    r = rule(gate(per_user_candidate=slightly, per_user_champion=champ, cfg=strict), "no_regression_vs_champion")
+    assert not r.passed
+
+
+def test_first_model_has_no_champion():
+    d = gate(per_user_champion=None, per_user_candidate=None)
+    r = rule(d, "no_regression_vs_champion")
+    assert d.promote and r.passed and r.detail == "no champion: first model"
+
+
+def test_champion_arrays_must_align():
+    with pytest.raises(ValueError, match="aligned"):
+        gate(per_user_candidate=users(10), per_user_champion=users(11))
+    with pytest.raises(ValueError, match="non-finite"):
+        gate(per_user_candidate=np.array([0.1, np.nan]), per_user_champion=np.array([0.1, 0.2]))
+    with pytest.raises(ValueError, match="per_user_candidate is required"):
+        gate(per_user_candidate=None)
+
+
+def test_bootstrap_is_seeded_and_chunked():
+    diff = np.random.default_rng(0).normal(0.01, 0.1, 5000)
+    a = paired_bootstrap_ci(diff, n_boot=1000, seed=42)
+    b = paired_bootstrap_ci(diff, n_boot=1000, seed=42)
+    assert a == b
+    mean, low, high = a
+    assert low < mean < high
+    se = diff.std() / np.sqrt(diff.size)
+    assert low == pytest.approx(mean - 1.96 * se, abs=0.3 * se)  # close to the normal interval
+    assert high == pytest.approx(mean + 1.96 * se, abs=0.3 * se)
+
+
+def test_index_recall_rule():
+    assert not rule(gate(index_recall=0.9), "index_recall").passed
+    assert rule(gate(index_recall=0.95), "index_recall").passed
+    assert not rule(gate(index_recall=float("nan")), "index_recall").passed
+
+
+@pytest.mark.parametrize(
+    "infra, fragment",
+    [
+        ({"loaded": False, "p95_ms": None, "errors": 0, "error": "onnx load failed"}, "did not load"),
+        ({"loaded": True, "p95_ms": 80.0, "errors": 0, "error": None}, "80.0 ms > budget 50.0 ms"),
+        ({"loaded": True, "p95_ms": 10.0, "errors": 3, "error": None}, "3 request errors"),
+        ({"loaded": True, "p95_ms": 10.0, "errors": 0, "error": "timeout"}, "error: timeout"),
+        ({"loaded": True}, "not measured"),
+    ],
+)
+def test_serving_infra_rule_fails(infra, fragment):
+    d = gate(infra=infra)
+    r = rule(d, "serving_infra")
+    assert not d.promote and not r.passed and fragment in r.detail
+    assert "FAIL" in d.markdown() and "do not promote" in d.markdown()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        GateConfig(baseline_margin=-0.1)
+    with pytest.raises(ValueError):
+        GateConfig(min_index_recall=1.5)
+    with pytest.raises(ValueError):
+        GateConfig(n_boot=10)
+
+
+def test_newer_than_champion():
+    assert newer_than_champion("2026-10-19", None)
+    champ = {"version": "w2026-10-26-20261028T030501Z"}
+    assert not newer_than_champion("2026-10-19", champ)  # backfill of an older week
+    assert newer_than_champion("2026-10-26", champ)  # re-run of the same week
+    assert newer_than_champion("2026-11-02", champ)
+    assert not newer_than_champion("2026-10-19", {"week": "2026-10-26", "version": "whatever"})
+    with pytest.raises(ValueError):
+        newer_than_champion("2026/10/19", champ)
+    with pytest.raises(ValueError):
+        newer_than_champion("2026-10-19", {"version": "v1"})
