@@ -157,21 +157,27 @@ def main() -> None:
     faiss.omp_set_num_threads(args.threads)
     started = time.perf_counter()
     sizes = [int(s) for s in args.sizes.split(",")]
-    runs = [run_size(n, args.dim, args.centers, args.batch, args.single, n >= args.ivfpq_from) for n in sizes]
-    result = {
-        "benchmark": "index",
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "machine": machine_info(args.threads),
-        "k": K,
-        "queries": "item vectors perturbed by noise of norm ~0.05, renormalised (sample_queries)",
-        "recall_vs": "IndexFlatIP on the same queries",
-        "wall_s": round(time.perf_counter() - started, 1),
-        "runs": runs,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(args.out)
+    runs: list[dict] = []
+    result: dict = {}
+    for n in sizes:
+        runs.append(run_size(n, args.dim, args.centers, args.batch, args.single, n >= args.ivfpq_from))
+        # Written after every size, so a long run that is stopped still leaves its figures.
+        result = {
+            "benchmark": "index",
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "machine": machine_info(args.threads),
+            "k": K,
+            "queries": "item vectors perturbed by noise of norm ~0.05, renormalised (sample_queries)",
+            "recall_vs": "IndexFlatIP on the same queries",
+            "single_query_threads": 1,
+            "wall_s": round(time.perf_counter() - started, 1),
+            "complete": len(runs) == len(sizes),
+            "runs": runs,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(args.out)
 
     print(f"\n{'n':>10} {'index':<6} {'build s':>8} {'cpu s':>8} {'MB':>7} {'batch q/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'recall@10':>9}")
     for run in runs:

@@ -272,6 +272,12 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (its CPU use, whatever else runs on the machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def machine_info() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
     import onnxruntime
@@ -283,7 +289,8 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "faiss": faiss.__version__,
         "onnxruntime": onnxruntime.__version__,
-        "note": "load generator (asyncio, one process) and server (uvicorn, one worker, 1 engine thread) share these cores",
+        "note": "load generator (asyncio, one process) and server (uvicorn, one worker, 1 engine thread) share these cores; "
+        "other processes on the machine also compete (see loadavg_1m per run)",
     }
 
 
@@ -314,9 +321,22 @@ def main() -> None:
         asyncio.run(run_rate(port, 100, 2.0, 200, bodies[::-1], 8))  # warm-up, not reported
         runs = []
         for rate in args.rates:
+            load_before = os.getloadavg()[0]
+            server_cpu, client_cpu = cpu_seconds(proc.pid), time.process_time()
             res = asyncio.run(run_rate(port, rate, args.seconds, args.max_requests, bodies, args.connections))
+            server_cpu, client_cpu = cpu_seconds(proc.pid) - server_cpu, time.process_time() - client_cpu
+            # CPU per request is the contention-proof figure: capacity of one core ~ 1000 / ms.
+            res["server_cpu_ms_per_request"] = round(1000 * server_cpu / max(1, res["completed"]), 3)
+            res["client_cpu_ms_per_request"] = round(1000 * client_cpu / max(1, res["completed"]), 3)
+            # Other work on the machine skews latency: record how busy it was.
+            res["loadavg_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
             runs.append(res)
-            print(f"  {rate:>5.0f} req/s offered: {res['achieved_rps']} achieved, p50 {res['latency_ms']['p50']} ms, p99 {res['latency_ms']['p99']} ms", flush=True)
+            print(
+                f"  {rate:>5.0f} req/s offered: {res['achieved_rps']} achieved, p50 {res['latency_ms']['p50']} ms, "
+                f"p99 {res['latency_ms']['p99']} ms, server CPU {res['server_cpu_ms_per_request']} ms/req, "
+                f"load {res['loadavg_1m']['after']}",
+                flush=True,
+            )
         server_rss = rss_mb(proc.pid)
     finally:
         stop_server(proc)
@@ -335,12 +355,12 @@ def main() -> None:
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(args.out)
 
-    print(f"\n{'offered':>8} {'achieved':>9} {'ok':>6} {'err':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'srv p99':>8}")
+    print(f"\n{'offered':>8} {'achieved':>9} {'ok':>6} {'err':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'srv p99':>8} {'cpu/req':>8} {'load':>6}")
     for r in runs:
         ok = r["status_counts"].get("200", 0)
         err = r["requests"] - ok
         lat = r["latency_ms"]
-        print(f"{r['offered_rps']:>8.0f} {r['achieved_rps']:>9.1f} {ok:>6} {err:>5} {lat['p50']:>8} {lat['p95']:>8} {lat['p99']:>8} {lat['max']:>8} {r['server_handler_ms']['p99']:>8}")
+        print(f"{r['offered_rps']:>8.0f} {r['achieved_rps']:>9.1f} {ok:>6} {err:>5} {lat['p50']:>8} {lat['p95']:>8} {lat['p99']:>8} {lat['max']:>8} {r['server_handler_ms']['p99']:>8} {r['server_cpu_ms_per_request']:>8} {r['loadavg_1m']['after']:>6}")
     print(f"\nwrote {args.out}")
 
 

@@ -10,9 +10,10 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
 settings.apply_quiet_defaults()
 
-from recsys_dagster.assets import ingest, sessions, training  # noqa: E402
+from recsys_dagster.assets import deployment, evaluation, index, ingest, model, sessions, training  # noqa: E402
 from recsys_dagster.checks.asset_checks import DAILY_CHECKS  # noqa: E402
 from recsys_dagster.jobs.daily import daily_job, daily_schedule, landing_sensor  # noqa: E402
+from recsys_dagster.jobs.weekly import rollback_job, weekly_job, weekly_schedule  # noqa: E402
 from recsys_dagster.resources import build_resources  # noqa: E402
 
 defs = Definitions(
@@ -23,10 +24,15 @@ defs = Definitions(
         ingest.events,
         sessions.sessions,
         training.training_examples,
+        model.two_tower_model,
+        index.item_embeddings,
+        index.faiss_index,
+        evaluation.model_evaluation,
+        deployment.deployment,
     ],
-    asset_checks=[*DAILY_CHECKS, *training.TRAINING_CHECKS],
-    jobs=[daily_job],
-    schedules=[daily_schedule],
+    asset_checks=[*DAILY_CHECKS, *training.TRAINING_CHECKS, *index.INDEX_CHECKS],
+    jobs=[daily_job, weekly_job, rollback_job],
+    schedules=[daily_schedule, weekly_schedule],
     sensors=[landing_sensor],
     resources=build_resources(),
 )

@@ -254,19 +254,17 @@ def test_sessionize_partition_writes_contract_schema_and_summary(spark, any_lake
         ev("b3", "u2", "2026-10-06T09:20:00", item="i3"),
         ev("b4", "u2", "2026-10-06T09:30:00", item="i3"),
         ev("b5", "u3", "2026-10-06T23:50:00"),  # closes on the 7th: not in the 6th
+        ev("b3", "u2", "2026-10-06T09:20:00", item="i3"),  # a re-sent copy: counted, collapsed
     ]
     any_lake.write_partition("events/dt=2026-10-05", arrow_events(d5))
     any_lake.write_partition("events/dt=2026-10-06", arrow_events(d6))
 
     with pytest.raises(ValueError, match="no events"):
         sessionize_partition(spark, any_lake, "2026-10-07", staging_dir=tmp_path / "s0")
-    # The first day has no day before: allowed.
-    first = sessionize_partition(spark, any_lake, "2026-10-05", staging_dir=tmp_path / "s1")
-    assert (first["sessions"], first["events"]) == (1, 1)
 
     summary = sessionize_partition(spark, any_lake, "2026-10-06", staging_dir=tmp_path / "s2")
     assert (summary["sessions"], summary["events"], summary["users"]) == (2, 5, 2)
-    assert (summary["input_events"], summary["duplicate_events"], summary["files"]) == (7, 0, 1)
+    assert (summary["input_events"], summary["duplicate_events"], summary["files"]) == (8, 1, 1)
     assert summary["length_histogram"]["2"] == 1 and summary["length_histogram"]["3-5"] == 1
     assert sum(summary["length_histogram"].values()) == 2
     assert summary["duration_p50_s"] == pytest.approx(1500.0) and summary["duration_p95_s"] <= 1800.0
@@ -294,6 +292,16 @@ def test_preview_shortens_long_lists(spark, local_lake: Lake, tmp_path: Path):
     assert p["event_ids"] == ["e00", "e01", "e02", "e03", "e04", "... (+3)"]
     assert summary["length_histogram"]["6-10"] == 1
     assert summary["duration_p50_s"] == summary["duration_p95_s"] == 420.0
+
+
+def test_day_without_closing_sessions_writes_an_empty_partition(spark, local_lake: Lake, tmp_path: Path):
+    # No day before it (allowed), and its only session closes after midnight: zero rows,
+    # but the partition exists with the contract's columns.
+    local_lake.write_partition("events/dt=2026-10-06", arrow_events([ev("e1", "u1", "2026-10-06T23:45:00")]))
+    summary = sessionize_partition(spark, local_lake, "2026-10-06", staging_dir=tmp_path / "s")
+    assert (summary["sessions"], summary["events"], summary["input_events"], summary["preview"]) == (0, 0, 1, [])
+    table = local_lake.read_parquet("sessions/dt=2026-10-06")
+    assert table.num_rows == 0 and table.schema.names == list(SESSION_COLUMNS)
 
 
 def test_read_and_write_lake_parquet(spark, any_lake: Lake, tmp_path: Path):

@@ -44,6 +44,15 @@ def title_tokens(title: str, n_buckets: int, max_tokens: int) -> list[int]:
     return out
 
 
+REQUIRED = ("item_id", "title", "category_path", "price", "brand", "location", "condition")
+
+
+def _check_columns(items: pa.Table) -> None:
+    missing = [c for c in REQUIRED if c not in items.column_names]
+    if missing:
+        raise FeatureError(f"items table has no column {missing[0]!r} (missing {missing}; columns: {items.column_names})")
+
+
 def _column(items: pa.Table, name: str) -> np.ndarray:
     if name not in items.column_names:
         raise FeatureError(f"items table has no column {name!r} (columns: {items.column_names})")
@@ -114,6 +123,7 @@ class ItemFeatures:
     def fit(
         cls, items: pa.Table, n_buckets: int = 2**15, max_tokens: int = 16, n_price_buckets: int = 10
     ) -> ItemFeatures:
+        _check_columns(items)
         ids = _strings(items, "item_id")
         if (ids == "").any():
             raise FeatureError(f"{int((ids == '').sum())} items have an empty item_id")
@@ -160,6 +170,7 @@ class ItemFeatures:
         return _lookup(self.item_ids, np.asarray(item_ids, dtype=object))
 
     def encode(self, items: pa.Table) -> ItemArrays:
+        _check_columns(items)
         ids = _strings(items, "item_id")
         l1, l12, path = _category_levels(items)
         titles = _strings(items, "title")

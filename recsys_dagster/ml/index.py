@@ -202,6 +202,17 @@ def load_index(path: str | Path) -> faiss.Index:
     return faiss.read_index(str(path))
 
 
+def index_to_bytes(index: faiss.Index) -> bytes:
+    """The same bytes `save_index` writes, for `Lake.put_bytes` (local or S3)."""
+    return faiss.serialize_index(index).tobytes()
+
+
+def index_from_bytes(data: bytes) -> faiss.Index:
+    if not data:
+        raise ValueError("empty FAISS index bytes")
+    return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+
+
 def apply_search_params(index: faiss.Index, spec: IndexSpec) -> None:
     """Set efSearch (HNSW) or nprobe/k_factor (IVF-PQ) through any IDMap/Refine wrapper.
 

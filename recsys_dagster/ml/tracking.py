@@ -189,3 +189,13 @@ def run_url(run_id: str) -> str:
     base = os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/")
     exp = _mlflow().get_run(run_id).info.experiment_id
     return f"{base}/#/experiments/{exp}/runs/{run_id}"
+
+
+def move_champion_alias(pointer: dict[str, Any], name: str = MODEL_NAME) -> str | None:
+    """Point the `champion` alias at the registered version a promoted manifest names
+    (after a rollback); None when the manifest carries no MLflow version."""
+    version = pointer.get("mlflow_model_version")
+    if version is None:
+        return None
+    set_champion_alias(name, version)
+    return f"{name} v{version}"

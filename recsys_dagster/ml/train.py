@@ -10,7 +10,8 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,9 @@ CHECKPOINT = "checkpoint.pt"
 K_EVAL = 20
 _NEG = -1e9  # masked logit (kept in fp32)
 # Config fields that must match for a checkpoint to be resumed.
-_RESUME_KEYS = ("dim", "batch_size", "lr", "weight_decay", "temperature", "id_dropout", "history_len", "seed", "title_buckets")
+_RESUME_KEYS = (
+    "dim", "batch_size", "lr", "weight_decay", "temperature", "id_dropout", "history_len", "seed", "title_buckets",
+)
 
 
 @dataclass
@@ -48,6 +51,9 @@ class TrainConfig:
     amp: bool = True
     max_eval_users: int = 5000
     title_buckets: int = 2**15
+    # Deterministic kernels (warn-only where none exists): CPU index/embedding backward
+    # otherwise sums in thread order, and two runs with one seed drift by ~1e-7.
+    deterministic: bool = True
 
 
 @dataclass
@@ -245,6 +251,18 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, features: ItemFeatures) -> di
     return ck
 
 
+@contextmanager
+def _deterministic(on: bool) -> Iterator[None]:
+    prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if on and torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
 def train_two_tower(
     train: pa.Table,
     validation: pa.Table,
@@ -253,6 +271,21 @@ def train_two_tower(
     checkpoint_dir: Path,
     on_epoch: Callable[[int, dict], None] | None = None,
     resume: bool = True,
+) -> TrainResult:
+    """Fit features on `items`, train (resuming `checkpoint_dir/checkpoint.pt` when `resume`),
+    keep the best epoch by validation Recall@20; see CONTRACTS `training` for the inputs."""
+    with _deterministic(cfg.deterministic):
+        return _train(train, validation, items, cfg, Path(checkpoint_dir), on_epoch, resume)
+
+
+def _train(
+    train: pa.Table,
+    validation: pa.Table,
+    items: pa.Table,
+    cfg: TrainConfig,
+    checkpoint_dir: Path,
+    on_epoch: Callable[[int, dict], None] | None,
+    resume: bool,
 ) -> TrainResult:
     t_load = time.perf_counter()
     device = resolve_device(cfg.device)

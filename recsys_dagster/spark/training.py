@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from recsys_dagster.contract import CATALOG, EVENT_WEIGHTS, SESSIONS, TRAINING, day_prefix, week_prefix
 from recsys_dagster.lake import Lake
@@ -349,9 +348,10 @@ def sample_negatives(positives: DataFrame, items: DataFrame, cfg: ExampleConfig)
     The item tables (popularity alias table, active items, leaves) are collected to the
     driver and joined back as small DataFrames; examples never leave the executors.
     A kind that cannot fill its quota (small leaf, unknown leaf, no train counts, draws
-    rejected) is topped up with uniform draws, labelled `uniform`; rows still short get
-    the remaining active items in hash order, and raise nothing here: `check_counts` and
-    `training_partition` report any row left with fewer than K.
+    rejected) is topped up from the uniform pool, labelled `uniform`; rows still short get
+    the remaining active items in hash order. A row left with fewer than K (the user's
+    positives cover the catalog) raises nothing here: `check_counts` reports it and
+    `training_partition` refuses to write it.
     """
     spark = positives.sparkSession
     quota = negative_quota(cfg)
@@ -366,7 +366,7 @@ def sample_negatives(positives: DataFrame, items: DataFrame, cfg: ExampleConfig)
     if act.empty:
         raise TrainingDataError("no active items in the window's last catalog snapshot: nothing to sample negatives from")
     act["slot"] = np.arange(len(act), dtype=np.int64)
-    uniform_df = spark.createDataFrame(act[["slot", "item_id"]].rename(columns={"item_id": "cand"}))
+    uniform_df = spark.createDataFrame(act[["slot", "item_id"]].rename(columns={"item_id": "cand"}), "slot long, cand string")
     n_act = len(act)
 
     pop_w = act["train_count"].to_numpy(dtype=np.float64) ** cfg.popularity_alpha
@@ -376,13 +376,19 @@ def sample_negatives(positives: DataFrame, items: DataFrame, cfg: ExampleConfig)
         prob, alias = alias_table(pop_w)
         ids = act["item_id"].to_numpy()
         alias_df = spark.createDataFrame(
-            pd.DataFrame({"slot": act["slot"], "prob": prob, "cand_a": ids, "cand_b": ids[alias]})
+            pd.DataFrame({"slot": act["slot"], "prob": prob, "cand_a": ids, "cand_b": ids[alias]}),
+            "slot long, prob double, cand_a string, cand_b string",
         )
     leaves = act.dropna(subset=["category_path"]).copy()
     leaves["leaf_pos"] = leaves.groupby("category_path").cumcount().astype(np.int64)
-    leaf_df = spark.createDataFrame(leaves[["category_path", "leaf_pos", "item_id"]].rename(columns={"item_id": "cand"}))
+    # Explicit schemas: an empty table (no leaf known) cannot have its types inferred.
+    leaf_df = spark.createDataFrame(
+        leaves[["category_path", "leaf_pos", "item_id"]].rename(columns={"item_id": "cand"}),
+        "category_path string, leaf_pos long, cand string",
+    )
     leaf_size = spark.createDataFrame(
-        leaves.groupby("category_path").size().rename("leaf_size").reset_index().astype({"leaf_size": np.int64})
+        leaves.groupby("category_path").size().rename("leaf_size").reset_index().astype({"leaf_size": np.int64}),
+        "category_path string, leaf_size long",
     )
 
     key = F.concat_ws("\u0001", "session_id", "item_id")
@@ -399,7 +405,9 @@ def sample_negatives(positives: DataFrame, items: DataFrame, cfg: ExampleConfig)
         d = _draws(leafy, _extra(quota["hard"]), "hard", "hard", cfg.seed)
         d = d.withColumn("leaf_pos", F.floor(F.col("u1") * F.col("leaf_size")).cast("long"))
         parts.append(d.join(leaf_df, ["category_path", "leaf_pos"]).select(cols))
-    d = _draws(rows, _extra(quota["uniform"] + quota["hard"] + quota["popular"] // 2), "uniform", "uniform", cfg.seed)
+    # One uniform pool serves the uniform quota and tops up the kinds that fell short.
+    n_uniform = _extra(quota["uniform"] + quota["hard"] + quota["popular"] // 2) + k // 2
+    d = _draws(rows, n_uniform, "uniform", "uniform", cfg.seed)
     d = d.withColumn("slot", F.floor(F.col("u1") * n_act).cast("long")).join(uniform_df, "slot")
     parts.append(d.select(cols))
 
@@ -416,6 +424,8 @@ def sample_negatives(positives: DataFrame, items: DataFrame, cfg: ExampleConfig)
     pop, hard = of("popular", quota["popular"]), of("hard", quota["hard"])
     chosen = F.concat(pop, hard, of("uniform", F.lit(k) - F.size(pop) - F.size(hard)))
     empty = F.array().cast("array<string>")
+    # Materialised once: the short-row test below and the caller would otherwise each
+    # recompute the whole draw-and-join plan.
     result = rows.join(per_row, "key", "left").select(
         "key",
         "user_id",
@@ -423,20 +433,15 @@ def sample_negatives(positives: DataFrame, items: DataFrame, cfg: ExampleConfig)
         "item_id",
         F.coalesce(F.transform(chosen, lambda s: s["cand"]), empty).alias("negatives"),
         F.coalesce(F.transform(chosen, lambda s: s["kind"]), empty).alias("negative_kinds"),
-    )
-
-    # Top-up 1: a fresh round of uniform draws for rows that came up short.
+    ).localCheckpoint()
     short = result.filter(F.size("negatives") < k).select("key", "user_id", "item_id")
-    more = _draws(short, 2 * k + 4, "uniform", "top-up", cfg.seed)
-    more = more.withColumn("slot", F.floor(F.col("u1") * n_act).cast("long")).join(uniform_df, "slot")
-    more = _pick(more.withColumn("rank", F.lit(2)), user_pos).select("key", "cand", "j")
-    result = _top_up(result, more, k)
-    # Top-up 2: every remaining active item, in hash order (only users whose positives
-    # cover most of the catalog get here; exact, so a row is short only if it must be).
-    short = result.filter(F.size("negatives") < k).select("key", "user_id", "item_id")
-    every = short.crossJoin(uniform_df.select("cand")).withColumn("j", F.xxhash64(F.lit(cfg.seed), F.col("key"), F.col("cand")))
-    every = _pick(every.withColumn("rank", F.lit(2)), user_pos).select("key", "cand", "j")
-    result = _top_up(result, every, k)
+    if short.limit(1).count():
+        # Every remaining active item, in hash order: exact, so a row stays short only if
+        # the user's positives leave fewer than K active items. Rare (tiny catalogs, very
+        # active users), hence the cross join only over the short rows.
+        every = short.crossJoin(uniform_df.select("cand")).withColumn("j", F.xxhash64(F.lit(cfg.seed), F.col("key"), F.col("cand")))
+        every = _pick(every.withColumn("rank", F.lit(2)), user_pos).select("key", "cand", "j")
+        result = _top_up(result, every, k)
     return result.drop("key")
 
 
@@ -452,14 +457,17 @@ class _Built:
 
 def _build(sessions: DataFrame, items: DataFrame, week_end: date, cfg: ExampleConfig) -> _Built:
     _check_sessions(sessions, week_end)
-    positives = explode_positives(sessions, week_end, cfg)
-    item_table = items_table(items, positives, week_end, cfg)
+    # Checkpointed: every later stage reads positives and items, and lineage through the
+    # explode and window would otherwise be recomputed by each of them.
+    positives = explode_positives(sessions, week_end, cfg).localCheckpoint()
+    item_table = items_table(items, positives, week_end, cfg).localCheckpoint()
     hist = histories_before(positives, cfg.history_len)
     negs = sample_negatives(positives, item_table, cfg)
     examples = (
         positives.join(hist, ["user_id", "ts_us"])
         .join(negs, ["user_id", "session_id", "item_id"], "left")
         .select(*EXAMPLE_COLUMNS)
+        .localCheckpoint()  # the splits, counts and writes all read it
     )
     return _Built(examples, item_table, user_histories(positives, cfg.history_len))
 
@@ -467,7 +475,8 @@ def _build(sessions: DataFrame, items: DataFrame, week_end: date, cfg: ExampleCo
 def build_examples(sessions: DataFrame, items: DataFrame, week_end: date, cfg: ExampleConfig) -> dict[str, DataFrame]:
     """{"train", "validation", "test", "items", "user_histories"} for the window ending on
     `week_end` (a Sunday). `sessions`: the window's sessions; `items`: the window's catalog
-    snapshots, one row per (snapshot `dt`, item). Lazy, apart from one input check."""
+    snapshots, one row per (snapshot `dt`, item). Runs a few Spark jobs (an input check and
+    local checkpoints of positives, items and negatives); the returned frames are lazy."""
     built = _build(sessions, items, week_end, cfg)
     out = {s: built.examples.filter(F.col("split") == s) for s in SPLITS}
     out["items"] = built.items
@@ -546,31 +555,26 @@ def training_partition(
         if sessions is None or catalog is None:  # listed a moment ago; gone now
             raise TrainingDataError(f"week {week}: sessions or catalog data disappeared while reading")
         built = _build(sessions, catalog, week_end, cfg)
-        examples = built.examples.persist()
-        items = built.items.persist()
-        try:
-            counts = _counts(examples, items, cfg)
-            empty = [s for s in SPLITS if counts["rows"][s] == 0]
-            if empty:
-                raise TrainingDataError(
-                    f"week {week}: the {', '.join(empty)} split(s) would be empty ({_range_text(ranges)}); "
-                    f"session days present: {session_days}"
-                )
-            if counts["rows_with_wrong_negative_count"]:
-                raise TrainingDataError(
-                    f"week {week}: {counts['rows_with_wrong_negative_count']} rows cannot get {cfg.negatives} negatives "
-                    "(their users' positives cover nearly every active item)"
-                )
-            base = week_prefix(TRAINING, week)
-            files: dict[str, int] = {}
-            for s in SPLITS:
-                n_files = max(1, counts["rows"][s] // 1_000_000)
-                files[s] = write_lake_parquet(examples.filter(F.col("split") == s), lake, f"{base}/{s}", stage / "out", n_files)
-            files["items"] = write_lake_parquet(items, lake, f"{base}/items", stage / "out")
-            files["user_histories"] = write_lake_parquet(built.user_histories, lake, f"{base}/user_histories", stage / "out")
-        finally:
-            examples.unpersist()
-            items.unpersist()
+        examples, items = built.examples, built.items
+        counts = _counts(examples, items, cfg)
+        empty = [s for s in SPLITS if counts["rows"][s] == 0]
+        if empty:
+            raise TrainingDataError(
+                f"week {week}: the {', '.join(empty)} split(s) would be empty ({_range_text(ranges)}); "
+                f"session days present: {session_days}"
+            )
+        if counts["rows_with_wrong_negative_count"]:
+            raise TrainingDataError(
+                f"week {week}: {counts['rows_with_wrong_negative_count']} rows cannot get {cfg.negatives} negatives "
+                "(their users' positives cover nearly every active item)"
+            )
+        base = week_prefix(TRAINING, week)
+        files: dict[str, int] = {}
+        for s in SPLITS:
+            n_files = max(1, counts["rows"][s] // 1_000_000)
+            files[s] = write_lake_parquet(examples.filter(F.col("split") == s), lake, f"{base}/{s}", stage / "out", n_files)
+        files["items"] = write_lake_parquet(items, lake, f"{base}/items", stage / "out")
+        files["user_histories"] = write_lake_parquet(built.user_histories, lake, f"{base}/user_histories", stage / "out")
     counts.update(
         week=week,
         window=[days[0], days[-1]],

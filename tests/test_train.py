@@ -1,0 +1,138 @@
+"""Training: loss, quality vs popularity, cold items, checkpoint/resume, determinism,
+early stopping, epochs=0 and MLflow tracking, on small synthetic data with planted
+user-category structure."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from recsys_dagster.ml.data import synthetic_tables
+from recsys_dagster.ml.embed import item_embeddings
+from recsys_dagster.ml.train import CHECKPOINT, TrainConfig, resolve_device, train_two_tower
+
+COLD = 24
+TINY = dict(n_users=60, n_items=96, per_user=6, cold_items=16, seed=3)
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(dim=16, epochs=2, batch_size=128, title_buckets=512, patience=5, device="cpu", max_eval_users=500)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    train, val, items = synthetic_tables(n_users=160, n_items=240, per_user=10, cold_items=COLD, seed=0)
+    res = train_two_tower(train, val, items, _cfg(epochs=3, batch_size=256), tmp_path_factory.mktemp("ck"))
+    return res, items
+
+
+def test_loss_decreases_and_beats_popularity(trained):
+    res, _ = trained
+    losses = [h["train_loss"] for h in res.history]
+    assert res.epochs_run == 3 and all(math.isfinite(x) for x in losses)
+    assert losses[-1] < losses[0] * 0.9
+    m = res.final_metrics
+    assert m["val_users"] == 160 and m["best_epoch"] == res.best_epoch
+    # Users draw 90% of positives from one category; popularity cannot know which.
+    assert m["val_recall@20"] > 1.5 * m["val_recall@20_popularity"] + 0.02
+    assert 0 < m["val_ndcg@20"] <= 1 and 0 <= m["val_ndcg@20_popularity"] <= 1
+    assert res.device == "cpu" and res.examples_per_s > 0 and res.compute_seconds > 0 and res.load_seconds > 0
+
+
+def test_cold_items_land_near_their_category(trained):
+    res, items = trained
+    emb = item_embeddings(res.model, res.features, items)
+    cat = np.arange(items.num_rows) % 8
+    cold = np.arange(items.num_rows - COLD, items.num_rows)
+    warm = np.arange(items.num_rows - COLD)
+    assert (items.column("train_count").to_numpy()[cold] == 0).all()
+    sims = emb[cold] @ emb[warm].T
+    same = cat[cold][:, None] == cat[warm][None, :]
+    closer = np.where(same, sims, 0).sum(1) / same.sum(1) > np.where(~same, sims, 0).sum(1) / (~same).sum(1)
+    assert closer.mean() > 0.9  # never-seen items sit with their category, from content alone
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
+    train, val, items = synthetic_tables(**TINY)
+    full = train_two_tower(train, val, items, _cfg(), tmp_path / "a")
+
+    def crash(epoch: int, row: dict) -> None:
+        if epoch == 1:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        train_two_tower(train, val, items, _cfg(), tmp_path / "b", on_epoch=crash)
+    assert (tmp_path / "b" / CHECKPOINT).exists()
+    seen: list[int] = []
+    resumed = train_two_tower(train, val, items, _cfg(), tmp_path / "b", on_epoch=lambda e, r: seen.append(e))
+    assert seen == [2] and resumed.resumed_from_epoch == 1
+    assert resumed.epochs_run == full.epochs_run == 2
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    # A finished checkpoint resumes to the same result without training again.
+    again = train_two_tower(train, val, items, _cfg(), tmp_path / "b", on_epoch=lambda e, r: seen.append(e))
+    assert seen == [2] and again.epochs_run == 2
+
+
+def test_same_seed_same_weights_other_seed_differs(tmp_path):
+    train, val, items = synthetic_tables(**TINY)
+    a = train_two_tower(train, val, items, _cfg(epochs=1), tmp_path / "a", resume=False)
+    b = train_two_tower(train, val, items, _cfg(epochs=1), tmp_path / "b", resume=False)
+    c = train_two_tower(train, val, items, _cfg(epochs=1, seed=7), tmp_path / "c", resume=False)
+    sa, sb, sc = a.model.state_dict(), b.model.state_dict(), c.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_early_stopping_and_zero_epochs(tmp_path):
+    train, val, items = synthetic_tables(**TINY)
+    # lr=0: validation recall never improves, so patience=1 stops after epoch 2 of 6.
+    stopped = train_two_tower(train, val, items, _cfg(epochs=6, patience=1, lr=0.0), tmp_path / "a")
+    assert stopped.epochs_run == 2 and stopped.best_epoch == 1
+    zero = train_two_tower(train, val, items, _cfg(epochs=0), tmp_path / "b")
+    assert zero.epochs_run == 0 and zero.history == [] and zero.best_epoch == 0
+    assert 0 <= zero.final_metrics["val_recall@20"] <= 1
+    assert zero.final_metrics["val_recall@20_popularity"] == stopped.final_metrics["val_recall@20_popularity"]
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_mlflow_run_registered_version_and_champion(trained, tmp_path, monkeypatch):
+    import mlflow
+
+    from recsys_dagster.ml import tracking
+
+    monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_UI_URL", "http://mlflow.example:5000/")
+    res, _ = trained
+    with tracking.start_run("week-2026-10-12", tags={"week": "2026-10-12"}) as run:
+        tracking.log_params({"dim": 16, "epochs": 3})
+        for h in res.history:
+            tracking.log_epoch_metrics(h["epoch"], h)
+        run_id, version = tracking.log_model_and_register(res.model)
+    assert run_id == run.info.run_id and version == "1"
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
+    data = mlflow.get_run(run_id).data
+    assert data.params["dim"] == "16" and "val_recall_at_20" in data.metrics and data.tags["week"] == "2026-10-12"
+    assert tracking.champion_version() is None
+    tracking.set_champion_alias(tracking.MODEL_NAME, version)
+    assert tracking.champion_version() == "1"
+    url = tracking.run_url(run_id)
+    assert url.startswith("http://mlflow.example:5000/#/experiments/") and url.endswith(f"/runs/{run_id}")
+    assert any((tmp_path / "home" / "mlartifacts").rglob("MLmodel"))
+    loaded = mlflow.pytorch.load_model(f"models:/{tracking.MODEL_NAME}@champion")
+    args = [torch.from_numpy(a) for a in tracking.user_tower_input_example(16, batch=3, length=7)]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(*args), res.model.user_tower(*args))
