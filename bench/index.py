@@ -107,7 +107,7 @@ def timed_build(x: np.ndarray, ids: np.ndarray, spec: IndexSpec) -> tuple[faiss.
     return index, stats["build_seconds"], time.process_time() - cpu
 
 
-def run_size(n: int, dim: int, centers: int, n_batch: int, n_single: int, ivfpq: bool) -> dict:
+def run_size(n: int, dim: int, centers: int, n_batch: int, n_single: int, ivfpq: bool, hnsw: bool = True) -> dict:
     print(f"n={n:,} dim={dim}", flush=True)
     t = time.perf_counter()
     x = synthetic_clustered(n, dim, n_centers=centers, spread=0.3, seed=n)
@@ -122,11 +122,12 @@ def run_size(n: int, dim: int, centers: int, n_batch: int, n_single: int, ivfpq:
     rows.append({**row, "params": {}})
     del flat
 
-    hnsw_spec = choose_index(n, dim, exact_below=0)
-    hnsw, wall, cpu = timed_build(x, ids, hnsw_spec)
-    row, _ = measure("hnsw", hnsw, wall, cpu, queries, single, truth)
-    rows.append({**row, "params": hnsw_spec.params})
-    del hnsw
+    if hnsw:
+        hnsw_spec = choose_index(n, dim, exact_below=0)
+        index, wall, cpu = timed_build(x, ids, hnsw_spec)
+        row, _ = measure("hnsw", index, wall, cpu, queries, single, truth)
+        rows.append({**row, "params": hnsw_spec.params})
+        del index
 
     if ivfpq:
         big = choose_index(max(n, 10_000_000), dim)
@@ -151,6 +152,7 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=300, help="one-at-a-time queries for latency")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--ivfpq-from", type=int, default=1_000_000, help="also bench IVF-PQ from this size")
+    ap.add_argument("--no-hnsw", action="store_true", help="skip HNSW (its 1M build is the long step)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
@@ -160,7 +162,7 @@ def main() -> None:
     runs: list[dict] = []
     result: dict = {}
     for n in sizes:
-        runs.append(run_size(n, args.dim, args.centers, args.batch, args.single, n >= args.ivfpq_from))
+        runs.append(run_size(n, args.dim, args.centers, args.batch, args.single, n >= args.ivfpq_from, not args.no_hnsw))
         # Written after every size, so a long run that is stopped still leaves its figures.
         result = {
             "benchmark": "index",

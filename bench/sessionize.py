@@ -203,6 +203,7 @@ def main() -> None:
             generate_events(n, src)
             gen_s = time.perf_counter() - t0
             rows = pq.ParquetFile(src).metadata.num_rows
+            load_before = os.getloadavg()[0]  # the box is shared: record how busy it was
             spark_s = run_spark(spark, src, work / f"spark-{n}")
             duck_out = work / f"duckdb-{n}.parquet"
             duck_s = run_duckdb(src, duck_out)
@@ -222,6 +223,8 @@ def main() -> None:
                 "duckdb_events_per_s": round(rows / duck_s),
                 "sessions": {"spark": len(spark_ids), "duckdb": len(duck_ids)},
                 "session_ids_equal": True,
+                "load_avg_1m_before": round(load_before, 2),
+                "load_avg_1m_after": round(os.getloadavg()[0], 2),
             }
             results["sizes"].append(entry)
             print(json.dumps(entry), flush=True)

@@ -79,11 +79,13 @@ def run_demo(
         _step(f"landing data written in {time.time() - t0:.1f} s: {summary.get('totals', {})}")
 
     instance = DagsterInstance.get()
+    # Asset logs (epochs, decisions) yes; Dagster's per-step debug events no.
+    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     daily = defs.resolve_job_def("daily_ingest")
     day_keys = [(start_date + timedelta(days=i)).isoformat() for i in range(days)]
     t1 = time.time()
     for dt in day_keys:
-        result = daily.execute_in_process(partition_key=dt, instance=instance, raise_on_error=True)
+        result = daily.execute_in_process(partition_key=dt, instance=instance, run_config=quiet, raise_on_error=True)
         if not result.success:
             raise RuntimeError(f"daily run for {dt} failed")
         _step(f"daily_ingest {dt} ok (run {result.run_id[:8]})")
@@ -93,9 +95,9 @@ def run_demo(
     if train_weeks is not None:
         weeks = weeks[-train_weeks:]
     weekly = defs.resolve_job_def("weekly_training")
-    run_config: dict = {}
+    run_config: dict = dict(quiet)
     if epochs is not None:
-        run_config = {"ops": {"two_tower_model": {"config": {"epochs": epochs}}}}
+        run_config["ops"] = {"two_tower_model": {"config": {"epochs": epochs}}}
     for week in weeks:
         t2 = time.time()
         result = weekly.execute_in_process(partition_key=week, instance=instance, run_config=run_config, raise_on_error=True)

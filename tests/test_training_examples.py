@@ -307,27 +307,40 @@ def test_items_table(built):
     assert items["p2"]["recent_count"] >= 16.0
 
 
-def test_negatives_depend_on_seed_and_survive_unknown_leaves(spark):
-    # Same seed, same output is shown end to end (test_training_partition_*); here a new
-    # seed changes the draws, and items without any category still give K negatives.
+def test_negatives_depend_on_seed(spark):
+    # Same seed, same output is shown end to end (test_training_partition_*).
     positives = spark.createDataFrame(
         [(f"u{i % 3}", f"s{i}", f"i{i % 7}") for i in range(12)], "user_id string, session_id string, item_id string"
     )
 
-    def run(seed: int, with_leaves: bool) -> dict:
+    def run(seed: int) -> dict:
         items = spark.createDataFrame(
-            [(f"i{i}", True, i % 4, f"leaf{i % 2}" if with_leaves else None) for i in range(20)],
+            [(f"i{i}", True, i % 4, f"leaf{i % 2}") for i in range(20)],
             "item_id string, active boolean, train_count long, category_path string",
         )
         cfg = ExampleConfig(negatives=6, seed=seed)
         rows = sample_negatives(positives, items, cfg).collect()
         return {(r["session_id"], r["item_id"]): (r["negatives"], r["negative_kinds"]) for r in rows}
 
-    first = run(13, True)
-    assert first != run(99, True)
+    first = run(13)
+    assert first != run(99)
     assert all(len(negs) == 6 and "hard" in kinds for negs, kinds in first.values())
-    leafless = run(13, False)
-    assert all(len(negs) == 6 and "hard" not in kinds for negs, kinds in leafless.values())
+
+
+def test_negatives_exhaust_small_catalog_exactly(spark):
+    # 8 active items, the user's 3 positives leave exactly 5: K=5 must find them all
+    # (random draws alone rarely do), K=6 cannot and leaves the rows short for the checks.
+    # No item has a category: no hard draws at all, the quota goes to uniform.
+    positives = spark.createDataFrame([("u", f"s{i}", f"i{i}") for i in range(3)], "user_id string, session_id string, item_id string")
+    items = spark.createDataFrame(
+        [(f"i{i}", True, 1, None) for i in range(8)] + [("gone", False, 5, None)],
+        "item_id string, active boolean, train_count long, category_path string",
+    )
+    for row in sample_negatives(positives, items, ExampleConfig(negatives=5)).collect():
+        assert sorted(row["negatives"]) == [f"i{i}" for i in range(3, 8)]
+        assert len(row["negative_kinds"]) == 5 and "hard" not in row["negative_kinds"]
+    short = sample_negatives(positives, items, ExampleConfig(negatives=6)).collect()
+    assert [len(r["negatives"]) for r in short] == [5, 5, 5]
 
 
 def test_bad_sessions_raise(spark, frames):
@@ -385,15 +398,17 @@ def test_negatives_check_fails_on_user_positive(built):
 
 
 def test_check_counts_pass_and_fail():
-    good = {"rows": {"train": 10, "validation": 3, "test": 2}, "rows_with_wrong_negative_count": 0,
-            "negative_kinds": {"popular": 30, "uniform": 15, "hard": 15}}
+    good = {"counts": {"train": 10, "validation": 3, "test": 2}, "bad_negative_rows": 0,
+            "negative_mix": {"popular": 30, "uniform": 15, "hard": 15}}
     assert check_counts(good, CFG).passed
-    empty = {**good, "rows": {"train": 12, "validation": 3, "test": 0}}
+    flat = {"train": 10, "validation": 3, "test": 2, "bad_negative_rows": 0, "negative_mix": good["negative_mix"]}
+    assert check_counts(flat, CFG).passed
+    empty = {**good, "counts": {"train": 12, "validation": 3, "test": 0}}
     res = check_counts(empty, CFG)
     assert not res.passed and "test" in res.description
-    wrong_k = {**good, "rows_with_wrong_negative_count": 1, "negative_kinds": {"popular": 30, "uniform": 14, "hard": 15}}
+    wrong_k = {**good, "bad_negative_rows": 1, "negative_mix": {"popular": 30, "uniform": 14, "hard": 15}}
     assert not check_counts(wrong_k, CFG).passed
-    skewed = {**good, "negative_kinds": {"popular": 30, "uniform": 28, "hard": 2}}
+    skewed = {**good, "negative_mix": {"popular": 30, "uniform": 28, "hard": 2}}
     res = check_counts(skewed, CFG)
     assert not res.passed and "mix" in res.description
 
@@ -407,7 +422,7 @@ def _assert_partition(lake, counts: dict, expected: dict) -> None:
     tables = {name: lake.read_parquet(f"{base}/{name}") for name in ("train", "validation", "test", "items", "user_histories")}
     for s in ("train", "validation", "test"):
         t = tables[s]
-        assert t.num_rows == counts["rows"][s] > 0
+        assert t.num_rows == counts["counts"][s] > 0
         assert t.schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
         assert t.schema.field("hour").type == pa.int32()
         for col in ("history", "negatives", "negative_kinds"):
@@ -415,8 +430,10 @@ def _assert_partition(lake, counts: dict, expected: dict) -> None:
         assert set(t.column("split").to_pylist()) == {s}
     assert tables["items"].num_rows == counts["items"]
     assert tables["user_histories"].num_rows == counts["users"]
-    assert sum(counts["negative_kinds"].values()) == CFG.negatives * sum(counts["rows"].values())
-    assert counts["rows_with_wrong_negative_count"] == 0
+    assert sum(counts["negative_mix"].values()) == CFG.negatives * sum(counts["counts"].values())
+    assert counts["bad_negative_rows"] == 0
+    # the keys the training_examples asset reads
+    assert {"counts", "negative_mix", "users", "items", "active_items", "window_days_present", "split_ranges"} <= set(counts)
     assert counts["split_ranges"]["validation"] == ["2026-10-22", "2026-10-23"]
     assert counts["window"] == ["2026-10-19", "2026-10-25"]
     outcome = check_counts(counts, CFG, tolerance=0.25)  # tiny catalog: many hard draws fall back

@@ -57,6 +57,8 @@ def model_evaluation(context: AssetExecutionContext, lake: LakeResource, mlflow:
         report = evaluate(candidate, queries, train_sessions=train_sessions_from(train), items=items, champion=champion)
 
     summary = the_lake.read_json(f"{artifact_prefix(week, 'model')}/train_summary.json")
+    window = the_lake.read_json(f"{base}/summary.json")["summary"]
+    bundle_meta["training_window"] = {"window": window.get("window"), "splits": window.get("split_ranges")}
     result = {
         **report.to_dict(),
         "week": week,

@@ -70,6 +70,8 @@ def training_examples(
     the_lake = lake.get_lake()
     with tempfile.TemporaryDirectory(prefix="recsys-train-") as tmp:
         s = training_partition(spark.get_session(), the_lake, week, config.to_example_config(), staging_dir=Path(tmp))
+    # The checks read the config the examples were built with, not the defaults.
+    the_lake.write_json(f"{week_prefix(TRAINING, week)}/summary.json", {"summary": s, "config": config.model_dump()})
     counts = s["counts"]
     meta = {
         "path": MetadataValue.path(f"{the_lake.uri}/{week_prefix(TRAINING, week)}"),
@@ -137,7 +139,8 @@ def training_examples_counts(context: AssetCheckExecutionContext, lake: LakeReso
 
     from recsys_dagster.spark.leakage import check_counts
 
-    cfg = ExampleConfig()
+    saved = lake.get_lake().read_json(f"{week_prefix(TRAINING, context.partition_key)}/summary.json")
+    cfg = TrainingExamplesConfig(**saved["config"]).to_example_config()
     with tempfile.TemporaryDirectory(prefix="recsys-check-") as tmp:
         s = _read_splits(lake, spark, context.partition_key, Path(tmp))
         counts: dict = {name: df.count() for name, df in s.items()}

@@ -131,13 +131,22 @@ def _topk_from_ids(ranked: list[list[str]], universe: Universe, seen: list[np.nd
 
 
 def _index_path(engine, queries: Queries, seen: list[np.ndarray], universe: Universe) -> np.ndarray:
-    """The serving path: ONNX user tower, FAISS candidates, seen items removed."""
+    """The serving path: ONNX user tower, FAISS candidates, seen items removed; a user with
+    no usable history gets the bundle's popularity ranking, as serving answers them."""
     vecs, _ = engine.user_vectors(queries.histories, queries.devices, queries.hours)
     depth = DEPTH + max((len(h) for h in queries.histories), default=0) + 10
     _, rows = engine.search(vecs, depth)
     ids = engine.catalog.item_id
-    ranked = [[ids[r] for r in row if r >= 0] for row in rows]
+    popular = [ids[r] for r in engine.catalog.popular_rows[: depth]]
+    ranked = [
+        [ids[r] for r in row if r >= 0] if _has_known(engine, h) else popular
+        for row, h in zip(rows, queries.histories)
+    ]
     return _topk_from_ids(ranked, universe, seen)
+
+
+def _has_known(engine, history: list[str]) -> bool:
+    return any(x in engine.catalog.row_of for x in history)
 
 
 def _blockwise(score_block: Callable[[slice], np.ndarray], n_users: int, seen: list[np.ndarray]) -> np.ndarray:
@@ -183,7 +192,10 @@ def evaluate(
     tops["candidate"] = _index_path(candidate, queries, seen, universe)
     vecs, _ = candidate.user_vectors(queries.histories, queries.devices, queries.hours)
     active_emb = candidate.embeddings[universe.rows]
-    tops["candidate_exact"] = _blockwise(lambda sl: vecs[sl] @ active_emb.T, n, seen)
+    exact = _blockwise(lambda sl: vecs[sl] @ active_emb.T, n, seen)
+    cold_start = np.array([not _has_known(candidate, h) for h in queries.histories])
+    exact[cold_start] = tops["candidate"][cold_start]  # same popularity fallback as serving
+    tops["candidate_exact"] = exact
     if champion is not None:
         tops["champion"] = _index_path(champion, queries, seen, universe)
     pop = universe.popularity

@@ -4,6 +4,7 @@ device, hour; output user_vec; batch and history length dynamic)."""
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,9 @@ from recsys_dagster.ml.model import N_DEVICES, N_HOURS, TwoTower
 
 INPUT_NAMES = ("history_emb", "history_mask", "device", "hour")
 OUTPUT_NAME = "user_vec"
+
+# The exporter warns once per torchvision op it cannot register; torchvision is not used.
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
 class OnnxParityError(AssertionError):

@@ -25,7 +25,7 @@ HNSW_MAX_ITEMS = 5_000_000
 HNSW_PARAMS = {"M": 32, "efConstruction": 200, "efSearch": 128}
 # IVF-PQ search knobs tried by `tune_ivfpq`, cheapest first (see `_ivfpq_cost`).
 NPROBE_LADDER = (4, 8, 16, 32, 64, 128, 256)
-K_FACTOR_LADDER = (4, 8, 16, 32)
+K_FACTOR_LADDER = (4, 8, 16, 32, 64, 128, 256)
 # k-means wants >= 39 points per centroid (faiss warns below); more only costs time.
 TRAIN_POINTS_PER_LIST = 40
 # Coarse k-means iterations: nprobe is tuned afterwards, so a rougher partition costs a

@@ -114,13 +114,18 @@ def check_negatives_disjoint(examples: DataFrame, positives_by_user: DataFrame |
 
 
 def check_counts(counts: dict[str, Any], cfg: ExampleConfig, tolerance: float = DEFAULT_MIX_TOLERANCE) -> CheckOutcome:
-    """On `training_partition`'s counts: no split empty, K negatives on every row, and each
-    kind's share within `tolerance` of its quota (cfg.mix rounded to whole negatives per
-    row; hard and popular draws that fall short are topped up with uniform ones)."""
-    rows = {s: int(counts.get("rows", {}).get(s, 0)) for s in SPLITS}
+    """No split empty, K negatives on every row, and each kind's share within `tolerance`
+    of its quota (cfg.mix rounded to whole negatives per row; popular and hard draws that
+    fall short are topped up with uniform ones, which moves the mix).
+
+    `counts`: what `training_partition` returns (`counts` {split: rows}, `negative_mix`
+    {kind: n}, `bad_negative_rows`), or the same with the split rows at the top level.
+    """
+    per_split = counts.get("counts", counts)
+    rows = {s: int(per_split.get(s, 0)) for s in SPLITS}
     empty = [s for s in SPLITS if rows[s] == 0]
-    wrong_k = int(counts.get("rows_with_wrong_negative_count", 0))
-    kinds = {k: int(counts.get("negative_kinds", {}).get(k, 0)) for k in NEGATIVE_KINDS}
+    wrong_k = int(counts.get("bad_negative_rows", 0))
+    kinds = {k: int(counts.get("negative_mix", {}).get(k, 0)) for k in NEGATIVE_KINDS}
     total = sum(kinds.values())
     expected_total = sum(rows.values()) * cfg.negatives
     quota = negative_quota(cfg)
@@ -138,5 +143,5 @@ def check_counts(counts: dict[str, Any], cfg: ExampleConfig, tolerance: float = 
         )
     meta: dict[str, Any] = {f"rows_{s}": rows[s] for s in SPLITS}
     meta.update({f"share_{k}": round(share[k], 4) for k in NEGATIVE_KINDS})
-    meta.update(rows_with_wrong_negative_count=wrong_k, negatives_total=total, negatives_expected=expected_total)
+    meta.update(bad_negative_rows=wrong_k, negatives_total=total, negatives_expected=expected_total)
     return CheckOutcome(not problems, "; ".join(problems) or "splits non-empty, K negatives per row, mix within tolerance", meta)

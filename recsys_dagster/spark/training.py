@@ -510,10 +510,10 @@ def _counts(examples: DataFrame, items: DataFrame, cfg: ExampleConfig) -> dict[s
     it = items.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("active").cast("long")).alias("active")).first()
     iso = lambda t: t.astimezone(timezone.utc).isoformat() if t is not None else None  # noqa: E731
     return {
-        "rows": {s: int(by_split[s]["rows"]) if s in by_split else 0 for s in SPLITS},
+        "counts": {s: int(by_split[s]["rows"]) if s in by_split else 0 for s in SPLITS},
         "negatives_per_row": cfg.negatives,
-        "rows_with_wrong_negative_count": sum(int(r["bad_k"] or 0) for r in by_split.values()),
-        "negative_kinds": {kind: kinds.get(kind, 0) for kind in NEGATIVE_KINDS},
+        "bad_negative_rows": sum(int(r["bad_k"] or 0) for r in by_split.values()),
+        "negative_mix": {kind: kinds.get(kind, 0) for kind in NEGATIVE_KINDS},
         "users": int(examples.select("user_id").distinct().count()),
         "items": int(it["n"]),
         "active_items": int(it["active"] or 0),
@@ -529,7 +529,11 @@ def training_partition(
     Reads the sessions and catalog snapshots of the window days that exist. Raises
     TrainingDataError when a split would be empty (naming the days present), when no
     catalog snapshot is in the window, or when a row cannot get K negatives. Returns
-    counts per split, negative kinds, users, items, days present and split date ranges.
+    (JSON-ready) `counts` {split: rows}, `negative_mix` {kind: negatives},
+    `bad_negative_rows`, `negatives_per_row`, `users`, `items`, `active_items`,
+    `timestamp_ranges` {split: [min, max]}, `week`, `window` [first, last day],
+    `window_days_present`, `catalog_days_present`, `split_ranges` {split: [first, last]},
+    `files` {output: file count}.
     """
     monday = _parse_week(week)
     week_end = monday + timedelta(days=6)
@@ -557,21 +561,21 @@ def training_partition(
         built = _build(sessions, catalog, week_end, cfg)
         examples, items = built.examples, built.items
         counts = _counts(examples, items, cfg)
-        empty = [s for s in SPLITS if counts["rows"][s] == 0]
+        empty = [s for s in SPLITS if counts["counts"][s] == 0]
         if empty:
             raise TrainingDataError(
                 f"week {week}: the {', '.join(empty)} split(s) would be empty ({_range_text(ranges)}); "
                 f"session days present: {session_days}"
             )
-        if counts["rows_with_wrong_negative_count"]:
+        if counts["bad_negative_rows"]:
             raise TrainingDataError(
-                f"week {week}: {counts['rows_with_wrong_negative_count']} rows cannot get {cfg.negatives} negatives "
+                f"week {week}: {counts['bad_negative_rows']} rows cannot get {cfg.negatives} negatives "
                 "(their users' positives cover nearly every active item)"
             )
         base = week_prefix(TRAINING, week)
         files: dict[str, int] = {}
         for s in SPLITS:
-            n_files = max(1, counts["rows"][s] // 1_000_000)
+            n_files = max(1, counts["counts"][s] // 1_000_000)
             files[s] = write_lake_parquet(examples.filter(F.col("split") == s), lake, f"{base}/{s}", stage / "out", n_files)
         files["items"] = write_lake_parquet(items, lake, f"{base}/items", stage / "out")
         files["user_histories"] = write_lake_parquet(built.user_histories, lake, f"{base}/user_histories", stage / "out")
