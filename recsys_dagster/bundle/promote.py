@@ -465,10 +465,13 @@ def format_status(st: dict[str, Any]) -> str:
     history = st.get("history", [])
     lines.append(f"last {len(history)} decisions:")
     for e in history:
+        week = f" week {e['week']}" if e.get("week") else ""
         lines.append(
-            f"  {e.get('at', '?')}  {e.get('action', '?'):<9} {e.get('version') or '-'}  "
+            f"  {e.get('at', '?')}  {e.get('action', '?'):<9} {e.get('version') or '-'}{week}  "
             f"[{e.get('actor', '?')}] {e.get('reason', '')}"
         )
+        # A refusal is only useful with its reasons, one per failed rule.
+        lines.extend(f"      - {r}" for r in e.get("reasons") or [])
     if st.get("consistent", True):
         lines.append("consistent: yes")
     else:
