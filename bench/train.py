@@ -3,6 +3,9 @@ CPU (and CUDA when present), with time split between data loading and compute.
 
     .venv/bin/python bench/train.py [--examples 200000] [--items 20000] [--epochs 1]
 
+It also times user-tower inference in torch against the exported ONNX graph in
+onnxruntime (what serving runs), on the same trained model in the same run.
+
 Data is synthetic (numpy) with the contract's shape: history of 20, 5 negatives per row.
 Writes bench/results/train.json and prints a table.
 """
@@ -42,6 +45,59 @@ def machine_info() -> dict:
     return info
 
 
+def _timed(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def inference_comparison(model, repeats: int = 300) -> list[dict]:
+    """User tower: torch (eval, no_grad, fp32) vs onnxruntime (1 thread, as in serving)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from recsys_dagster.ml.export import export_user_tower
+
+    model = model.cpu().eval()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_user_tower(model, Path(tmp) / "user_tower.onnx")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        torch.set_num_threads(1)
+        rng = np.random.default_rng(0)
+        for batch in (1, 256):
+            emb = rng.standard_normal((batch, 20, model.dim)).astype(np.float32)
+            mask = np.ones((batch, 20), np.float32)
+            dev = np.zeros(batch, np.int64)
+            hour = np.full(batch, 12, np.int64)
+            feeds = {"history_emb": emb, "history_mask": mask, "device": dev, "hour": hour}
+            tt = [torch.from_numpy(x) for x in (emb, mask, dev, hour)]
+            with torch.no_grad():
+                torch_fn = lambda: model.user_tower(*tt)  # noqa: E731
+                _timed(torch_fn, 20)
+                t_ms = _timed(torch_fn, repeats)
+            _timed(lambda: sess.run(None, feeds), 20)
+            o_ms = _timed(lambda: sess.run(None, feeds), repeats)
+            for engine, ms in (("torch", t_ms), ("onnxruntime", o_ms)):
+                rows.append(
+                    {
+                        "engine": engine,
+                        "batch": batch,
+                        "history_len": 20,
+                        "threads": 1,
+                        "p50_ms": round(float(np.percentile(ms, 50)), 4),
+                        "p99_ms": round(float(np.percentile(ms, 99)), 4),
+                        "users_per_s": round(batch / (float(np.median(ms)) / 1000), 1),
+                    }
+                )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--examples", type=int, default=200_000)
@@ -60,10 +116,12 @@ def main() -> None:
     gen_s = time.perf_counter() - t0
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
+    trained = None
     for dev in devices:
         cfg = TrainConfig(epochs=args.epochs, device=dev, patience=args.epochs + 1, max_eval_users=2000)
         with tempfile.TemporaryDirectory() as ck:
             res = train_two_tower(train, val, items, cfg, Path(ck), resume=False)
+        trained = trained or res.model
         rows.append(
             {
                 "device": res.device,
@@ -84,6 +142,7 @@ def main() -> None:
         "synthetic_generation_seconds": round(gen_s, 2),
         "machine": machine_info(),
         "results": rows,
+        "inference": inference_comparison(trained),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +151,10 @@ def main() -> None:
     print(" | ".join(f"{c:>14}" for c in cols))
     for r in rows:
         print(" | ".join(f"{str(r[c]):>14}" for c in cols))
+    print()
+    print(f"{'engine':>12} {'batch':>6} {'p50 ms':>8} {'p99 ms':>8} {'users/s':>10}")
+    for r in result["inference"]:
+        print(f"{r['engine']:>12} {r['batch']:>6} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['users_per_s']:>10}")
     print(f"wrote {args.out}")
 
 

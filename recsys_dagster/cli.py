@@ -59,6 +59,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from recsys_dagster import settings
+    from recsys_dagster.demo import run_partitions
+
+    settings.apply_quiet_defaults()
+    from recsys_dagster.definitions import defs
+
+    keys = defs.resolve_job_def(args.job).partitions_def.get_partition_keys()
+    selected = [k for k in keys if args.start <= k <= args.end]
+    if not selected:
+        print(f"no {args.job} partitions between {args.start} and {args.end} (first {keys[0]}, last {keys[-1]})", file=sys.stderr)
+        return 2
+    run_config = json.loads(args.config_json) if args.config_json else None
+    t0 = time.time()
+    run_partitions(args.job, selected, run_config)
+    print(f"backfilled {len(selected)} partition(s) of {args.job} in {time.time() - t0:.0f} s")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from recsys_dagster.bundle.promote import format_status, status
 
@@ -95,31 +114,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_args(p: argparse.ArgumentParser, fault_rate: float) -> None:
+    """The synthetic data set's shape, shared by `generate` and `demo`."""
+    p.add_argument("--days", type=int, default=21)
+    p.add_argument("--start-date", default="2026-10-05")
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--items", type=int, default=3000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--fault-rate", type=float, default=fault_rate, help="share of corrupted event lines (quarantine path)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recsys", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write synthetic marketplace landing data into the lake")
-    g.add_argument("--days", type=int, default=21)
-    g.add_argument("--start-date", default="2026-10-05")
-    g.add_argument("--users", type=int, default=2000)
-    g.add_argument("--items", type=int, default=3000)
-    g.add_argument("--seed", type=int, default=7)
-    g.add_argument("--fault-rate", type=float, default=0.0, help="share of corrupted event lines (quarantine demo)")
+    _data_args(g, fault_rate=0.0)
     g.add_argument("--lake", default=None, help="lake URI (default $RECSYS_LAKE_URI)")
     g.set_defaults(fn=cmd_generate)
 
     d = sub.add_parser("demo", help="generate data and run the whole pipeline on the local instance")
-    d.add_argument("--days", type=int, default=21)
-    d.add_argument("--start-date", default="2026-10-05")
-    d.add_argument("--users", type=int, default=2000)
-    d.add_argument("--items", type=int, default=3000)
-    d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--fault-rate", type=float, default=0.01)
+    _data_args(d, fault_rate=0.01)
     d.add_argument("--train-weeks", type=int, default=None, help="train only the last N weeks (default: all)")
     d.add_argument("--epochs", type=int, default=None, help="override training epochs")
     d.add_argument("--skip-generate", action="store_true")
     d.set_defaults(fn=cmd_demo)
+
+    b = sub.add_parser("backfill", help="run a partitioned job for a range of partitions, in this process")
+    b.add_argument("--job", choices=["daily_ingest", "weekly_training"], default="daily_ingest")
+    b.add_argument("--from", dest="start", required=True, help="first partition key (YYYY-MM-DD)")
+    b.add_argument("--to", dest="end", required=True, help="last partition key, inclusive")
+    b.add_argument("--config-json", default=None, help="run config, as for `dagster asset materialize`")
+    b.set_defaults(fn=cmd_backfill)
 
     s = sub.add_parser("status", help="what is promoted, when, its metrics, and the last decisions")
     s.add_argument("--lake", default=None)

@@ -44,6 +44,21 @@ CATALOG_FIELDS: tuple[str, ...] = (
     "created_at",
 )
 
+# Why an event line is quarantined (the generator's fault kinds use the same names).
+EVENT_QUARANTINE_REASONS: tuple[str, ...] = (
+    "malformed_json",
+    "not_an_object",
+    "missing_field",
+    "null_field",
+    "wrong_type",
+    "invalid_event_type",
+    "invalid_device_type",
+    "invalid_timestamp",
+    "timestamp_outside_partition",
+    "duplicate_event_id",
+    "unknown_item",
+)
+
 CATEGORY_SEPARATOR = " > "
 
 # Lake layout: relative prefixes under RECSYS_LAKE_URI.

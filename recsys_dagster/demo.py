@@ -39,7 +39,33 @@ def demo_weeks(start: date, days: int) -> list[str]:
 
 
 def _step(msg: str) -> None:
-    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    print(f"[recsys {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# Asset logs (epochs, decisions) yes; Dagster's per-step debug events no.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def run_partitions(job_name: str, keys: list[str], run_config: dict | None = None) -> list[str]:
+    """Run a partitioned job for each key, in order, in this process, on the instance at
+    $DAGSTER_HOME (so the UI shows the runs). Stops at the first failed run."""
+    _ensure_instance()
+    from dagster import DagsterInstance
+
+    from recsys_dagster.definitions import defs
+
+    instance = DagsterInstance.get()
+    job = defs.resolve_job_def(job_name)
+    config = {**QUIET, **(run_config or {})}
+    run_ids = []
+    for key in keys:
+        t0 = time.time()
+        result = job.execute_in_process(partition_key=key, instance=instance, run_config=config, raise_on_error=True)
+        if not result.success:
+            raise RuntimeError(f"{job_name} run for {key} failed (run {result.run_id})")
+        run_ids.append(result.run_id)
+        _step(f"{job_name} {key} ok in {time.time() - t0:.0f} s (run {result.run_id[:8]})")
+    return run_ids
 
 
 def run_demo(
@@ -62,10 +88,7 @@ def run_demo(
         )
     _ensure_instance()
 
-    from dagster import DagsterInstance
-
     from recsys_dagster.datagen import GeneratorConfig, generate
-    from recsys_dagster.definitions import defs
     from recsys_dagster.lake import Lake
 
     lake = Lake.from_uri(settings.lake_uri())
@@ -78,32 +101,16 @@ def run_demo(
         ).to_dict()
         _step(f"landing data written in {time.time() - t0:.1f} s: {summary.get('totals', {})}")
 
-    instance = DagsterInstance.get()
-    # Asset logs (epochs, decisions) yes; Dagster's per-step debug events no.
-    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    daily = defs.resolve_job_def("daily_ingest")
     day_keys = [(start_date + timedelta(days=i)).isoformat() for i in range(days)]
     t1 = time.time()
-    for dt in day_keys:
-        result = daily.execute_in_process(partition_key=dt, instance=instance, run_config=quiet, raise_on_error=True)
-        if not result.success:
-            raise RuntimeError(f"daily run for {dt} failed")
-        _step(f"daily_ingest {dt} ok (run {result.run_id[:8]})")
+    run_partitions("daily_ingest", day_keys)
     _step(f"{len(day_keys)} daily partitions in {time.time() - t1:.0f} s")
 
     weeks = demo_weeks(start_date, days)
     if train_weeks is not None:
         weeks = weeks[-train_weeks:]
-    weekly = defs.resolve_job_def("weekly_training")
-    run_config: dict = dict(quiet)
-    if epochs is not None:
-        run_config["ops"] = {"two_tower_model": {"config": {"epochs": epochs}}}
-    for week in weeks:
-        t2 = time.time()
-        result = weekly.execute_in_process(partition_key=week, instance=instance, run_config=run_config, raise_on_error=True)
-        if not result.success:
-            raise RuntimeError(f"weekly run for {week} failed")
-        _step(f"weekly_training {week} ok in {time.time() - t2:.0f} s (run {result.run_id[:8]})")
+    run_config = {"ops": {"two_tower_model": {"config": {"epochs": epochs}}}} if epochs is not None else None
+    run_partitions("weekly_training", weeks, run_config)
 
     from recsys_dagster.bundle.promote import format_status, status
 

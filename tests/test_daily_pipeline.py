@@ -118,3 +118,29 @@ def test_bad_partition_fails_its_check_and_blocks_sessions(tmp_path, spark):
     assert AssetKey("sessions") not in materialized
     assert not lake.has_data(day_prefix(SESSIONS, DAY1))
     assert lake.read_parquet(day_prefix(QUARANTINE_EVENTS, DAY1)).num_rows == len(broken)
+
+
+def test_landing_sensor_requests_each_new_day_once(tmp_path):
+    from dagster import SensorResult, SkipReason, build_sensor_context
+
+    from recsys_dagster.jobs.daily import landing_sensor
+    from recsys_dagster.lake import Lake
+
+    lake = Lake.from_uri(f"file://{tmp_path / 'lake'}")
+    generate(lake, GeneratorConfig(start_date=date.fromisoformat(DAY1), days=2, users=20, items=30, seed=1))
+    resources = {"lake": LakeResource(uri=lake.uri)}
+    with build_sensor_context(resources=resources, instance=DagsterInstance.ephemeral()) as ctx:
+        first = landing_sensor(ctx)
+    assert isinstance(first, SensorResult)
+    assert [r.partition_key for r in first.run_requests] == [DAY1, DAY2]
+    assert {(e.asset_key.path[0], e.partition) for e in first.asset_events} == {
+        ("raw_events", DAY1), ("raw_catalog", DAY1), ("raw_events", DAY2), ("raw_catalog", DAY2)
+    }
+    with build_sensor_context(resources=resources, cursor=first.cursor, instance=DagsterInstance.ephemeral()) as ctx:
+        assert isinstance(landing_sensor(ctx), SkipReason)
+
+    # A day that lands one more file later is requested again (the re-run replaces it).
+    lake.write_jsonl_gz(f"{LANDING_EVENTS}/dt={DAY2}/part-00001.jsonl.gz", [])
+    with build_sensor_context(resources=resources, cursor=first.cursor, instance=DagsterInstance.ephemeral()) as ctx:
+        again = landing_sensor(ctx)
+    assert [r.partition_key for r in again.run_requests] == [DAY2]

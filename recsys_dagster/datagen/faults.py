@@ -13,21 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from recsys_dagster.contract import EVENT_QUARANTINE_REASONS
 from recsys_dagster.datagen.clock import MS_PER_DAY, MS_PER_H, iso_ms
 
-FAULT_KINDS: tuple[str, ...] = (
-    "malformed_json",
-    "not_an_object",
-    "missing_field",
-    "null_field",
-    "wrong_type",
-    "invalid_event_type",
-    "invalid_device_type",
-    "invalid_timestamp",
-    "timestamp_outside_partition",
-    "duplicate_event_id",
-    "unknown_item",
-)
+FAULT_KINDS = EVENT_QUARANTINE_REASONS
 
 # Required, non-nullable fields (session_id is required but may be null).
 _STRICT_FIELDS = ("event_id", "user_id", "item_id", "event_type", "timestamp", "device_type")

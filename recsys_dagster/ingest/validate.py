@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from recsys_dagster.contract import (
+    EVENT_QUARANTINE_REASONS,
     CATALOG_FIELDS,
     CATEGORY_SEPARATOR,
     CONDITIONS,
@@ -79,19 +80,7 @@ def quarantine_schema(id_column: str) -> pa.Schema:
 EVENTS_QUARANTINE_SCHEMA = quarantine_schema("event_id")
 CATALOG_QUARANTINE_SCHEMA = quarantine_schema("item_id")
 
-EVENT_REASONS: tuple[str, ...] = (
-    "malformed_json",
-    "not_an_object",
-    "missing_field",
-    "null_field",
-    "wrong_type",
-    "invalid_event_type",
-    "invalid_device_type",
-    "invalid_timestamp",
-    "timestamp_outside_partition",
-    "duplicate_event_id",
-    "unknown_item",
-)
+EVENT_REASONS = EVENT_QUARANTINE_REASONS
 # The contract fixes the quarantine columns for the catalog, not its reasons: these are ours.
 CATALOG_REASONS: tuple[str, ...] = (
     "malformed_json",
