@@ -427,14 +427,21 @@ def status(lake: Lake, last: int = 10, *, verify_promoted: bool = True) -> dict[
     }
 
 
+_KEY_METRICS = ("recall@20", "recall@10", "ndcg@10", "mrr", "coverage@10", "popularity_bias@10")
+
+
 def _metric_line(metrics: Any) -> str:
     if not isinstance(metrics, dict):
         return ""
     # Flat numeric metrics, or a nested {"candidate": {...}} as the evaluation writes them.
     flat = metrics.get("candidate") if isinstance(metrics.get("candidate"), dict) else metrics
-    parts = [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(flat.items())
-             if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return ", ".join(parts[:8])
+    numeric = {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    keys = [k for k in _KEY_METRICS if k in numeric] or sorted(numeric)[:8]
+    line = ", ".join(f"{k}={numeric[k]:.4f}" for k in keys)
+    pop = (metrics.get("baselines") or {}).get("popularity") if isinstance(metrics.get("baselines"), dict) else None
+    if isinstance(pop, dict) and "recall@20" in pop:
+        line += f" (popularity recall@20={pop['recall@20']:.4f})"
+    return line
 
 
 def format_status(st: dict[str, Any]) -> str:
