@@ -325,16 +325,13 @@ def test_corrupt_landing_file_names_the_key(local_lake: Lake):
         ingest_catalog_partition(local_lake, DT)
 
 
-def test_fast_enough_for_a_day_of_events():
-    import time
-
+def test_a_realistic_day_of_events():
+    # Speed is measured in benchmarks, not here: this checks the accounting at volume.
     items = {f"i{i}" for i in range(2000)}
     raws = [
         line(event(event_id=f"e{i}", item_id=f"i{i % 2500}", timestamp=f"2026-10-05T{i % 24:02d}:{i % 60:02d}:00Z"))
         for i in range(30_000)
     ]
-    start = time.perf_counter()
     result = validate_events(raws, DT, items)
-    assert time.perf_counter() - start < 5.0
     assert_accounted(result, len(raws))
     assert isinstance(result.valid, pa.Table) and result.counts["by_reason"] == {"unknown_item": 6000}

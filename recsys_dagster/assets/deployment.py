@@ -63,6 +63,8 @@ def upstream_checks(instance: DagsterInstance, lake, week: str) -> dict[str, boo
     deps=[AssetDep("model_evaluation", partition_mapping=LastPartitionMapping())],
     group_name="deployment",
     kinds={"python"},
+    # One promotion at a time across runs: the pointer flip and its audit log are serial.
+    pool="promotion",
     description="The promotion gate. Gates the week of the run (or the latest evaluated week): upstream "
     "checks, margin over popularity, no significant regression vs the champion (paired bootstrap), index "
     "recall, and a serving load test of the bundle. On pass writes and verifies models/<version>/, flips "
