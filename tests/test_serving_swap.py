@@ -41,8 +41,9 @@ def test_promote_v2_while_requests_run(local_lake: Lake, tmp_path: Path, dirs):
             i = 0
             while not stop.is_set():
                 i += 1
+                loaded = bool(versions)  # read before sending: a 503 is only wrong after a load
                 r = client.post("/recommendations", json={"user_id": f"u{(n + i) % 50}", "k": 5})
-                if r.status_code == 503 and not versions:
+                if r.status_code == 503 and not loaded:
                     continue  # the poller has not loaded v1 yet
                 if r.status_code != 200 or len(r.json()["items"]) != 5:
                     failures.append(f"{r.status_code} {r.text[:200]}")
@@ -135,3 +136,54 @@ def test_pointer_to_missing_bundle(local_lake: Lake, tmp_path: Path, dirs):
     local_lake.write_json(POINTER_KEY, {"version": "w-ghost", "promoted_at": "now"})
     assert store.reload_now() is False
     assert store.refused_version == "w-ghost" and "no manifest" in store.last_error
+
+
+def test_promote_and_rollback_through_the_real_pointer_under_load(local_lake: Lake, tmp_path: Path, dirs):
+    """The pipeline's own promote() and `recsys rollback`'s rollback() are picked up live:
+    v1 -> v2 -> back to v1, with requests running the whole time and none failing."""
+    from recsys_dagster.bundle.promote import promote, rollback
+
+    for version, key in ((V1, "v1"), (V2, "v2")):
+        write_and_promote(local_lake, version, dirs[key], promote=False)
+    promote(local_lake, V1, reason="first")
+    app = create_app(Settings(lake_uri=local_lake.uri, cache_dir=tmp_path / "cache", poll_seconds=0.05))
+    failures: list[str] = []
+    seen: list[str] = []  # versions, appended when the answering version changes
+    answered: list[str] = []  # every successful response's version
+    stop = threading.Event()
+    with TestClient(app) as client:
+
+        def hammer(n: int) -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                loaded = bool(seen)
+                r = client.post("/recommendations", json={"user_id": f"u{(n + i) % 50}", "recent_items": ["i1"], "k": 5})
+                if r.status_code == 503 and not loaded:
+                    continue
+                if r.status_code != 200 or len(r.json()["items"]) != 5:
+                    failures.append(f"{r.status_code} {r.text[:200]}")
+                    continue
+                answered.append(r.json()["model_version"])
+                if not seen or seen[-1] != answered[-1]:
+                    seen.append(answered[-1])
+
+        threads = [threading.Thread(target=hammer, args=(n,)) for n in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            _wait(lambda: V1 in seen)
+            promote(local_lake, V2, reason="second")
+            _wait(lambda: V2 in seen)
+            pointer = rollback(local_lake, reason="bad metrics in production")
+            assert pointer["version"] == V1
+            _wait(lambda: client.get("/version").json()["version"] == V1)
+            mark = len(answered)
+            _wait(lambda: len(answered) > mark + 20)  # traffic keeps flowing after the swap back
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(10)
+    assert not failures, failures[:3]
+    assert seen[0] == V1 and V2 in seen
+    assert set(answered[mark + 5 :]) == {V1}  # after the swap back, only v1 answers
