@@ -144,3 +144,26 @@ def test_landing_sensor_requests_each_new_day_once(tmp_path):
     with build_sensor_context(resources=resources, cursor=first.cursor, instance=DagsterInstance.ephemeral()) as ctx:
         again = landing_sensor(ctx)
     assert [r.partition_key for r in again.run_requests] == [DAY2]
+
+
+def test_single_run_backfill_of_a_partition_range(generated):
+    """`--partition-range` / the UI's single-run backfill: both days in one run, one Spark
+    session, each day's partition written and checked."""
+    from dagster import Definitions, define_asset_job
+
+    _root, lake, _ = generated
+    job = define_asset_job("range", selection=["catalog", "events", "sessions"], partitions_def=ingest.catalog.partitions_def)
+    defs = Definitions(assets=ASSETS[:5], asset_checks=DAILY_CHECKS, jobs=[job], resources=_resources(lake.uri))
+    result = defs.resolve_job_def("range").execute_in_process(
+        instance=DagsterInstance.ephemeral(),
+        tags={"dagster/asset_partition_range_start": DAY1, "dagster/asset_partition_range_end": DAY2},
+    )
+    assert result.success
+    mats = {(e.asset_key.path[0], e.partition) for e in result.get_asset_materialization_events()}
+    assert mats == {(a, d) for a in ("catalog", "events", "sessions") for d in (DAY1, DAY2)}
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["sessions_expectations"].passed
+    assert checks["sessions_expectations"].metadata["partitions"].value == 2
+    events_meta = [e for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "events"][0]
+    total = events_meta.materialization.metadata["dagster/row_count"].value
+    assert total == sum(lake.read_parquet(day_prefix(EVENTS, d)).num_rows for d in (DAY1, DAY2))

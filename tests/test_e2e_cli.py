@@ -86,6 +86,13 @@ def test_backfill_reruns_days_idempotently(demo):
     out = _run([str(BIN / "recsys"), "backfill", "--job", "daily_ingest", "--from", "2026-10-05", "--to", "2026-10-06"], env).stdout
     assert "backfilled 2 partition(s)" in out
     assert rows() == before
+    # The same days as one single-run backfill through Dagster's own CLI.
+    _run(
+        [str(BIN / "dagster"), "asset", "materialize", "-m", "recsys_dagster.definitions",
+         "--select", "catalog,events,sessions", "--partition-range", "2026-10-05...2026-10-06"],
+        env,
+    )
+    assert rows() == before
 
 
 def test_dagster_instance_recorded_runs_and_checks(demo):

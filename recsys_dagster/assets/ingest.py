@@ -1,7 +1,7 @@
 """Landing zone (external, observed) -> validated `catalog` and `events`, daily."""
 
 
-from dagster import AssetDep, AssetExecutionContext, AssetSpec, MaterializeResult, MetadataValue, asset
+from dagster import AssetDep, AssetExecutionContext, AssetSpec, BackfillPolicy, MaterializeResult, MetadataValue, asset
 
 from recsys_dagster.assets.common import md_kv, md_table
 from recsys_dagster.contract import CATALOG, EVENTS, LANDING_CATALOG, LANDING_EVENTS, QUARANTINE_EVENTS, day_prefix
@@ -26,10 +26,29 @@ raw_catalog = AssetSpec(
 )
 
 
-def _ingest_metadata(lake_uri: str, prefix: str, summary: dict) -> dict:
+def _combine(summaries: list[dict]) -> dict:
+    """One day's summary, or the sum over the days of a single-run backfill."""
+    if len(summaries) == 1:
+        return summaries[0]
+    by_reason: dict[str, int] = {}
+    for s in summaries:
+        for reason, n in s.get("by_reason", {}).items():
+            by_reason[reason] = by_reason.get(reason, 0) + n
+    return {
+        "input": sum(s["input"] for s in summaries),
+        "valid": sum(s["valid"] for s in summaries),
+        "quarantined": sum(s["quarantined"] for s in summaries),
+        "by_reason": by_reason,
+        "preview": summaries[-1].get("preview", []),
+    }
+
+
+def _ingest_metadata(lake_uri: str, dataset: str, days: list[str], summaries: list[dict]) -> dict:
+    summary = _combine(summaries)
     by_reason = summary.get("by_reason", {})
+    where = day_prefix(dataset, days[0]) if len(days) == 1 else f"{dataset}/dt={days[0]}…{days[-1]}"
     meta = {
-        "path": MetadataValue.path(f"{lake_uri}/{prefix}"),
+        "path": MetadataValue.path(f"{lake_uri}/{where}"),
         "input_rows": summary["input"],
         "dagster/row_count": summary["valid"],
         "quarantined_rows": summary["quarantined"],
@@ -37,9 +56,19 @@ def _ingest_metadata(lake_uri: str, prefix: str, summary: dict) -> dict:
         "quarantine_by_reason": md_kv(by_reason or {"(none)": 0}, "reason", "rows"),
         "preview": md_table(summary.get("preview", [])),
     }
+    if len(days) > 1:
+        meta["days"] = len(days)
+        meta["per_day"] = md_table(
+            [{"dt": d, "valid": s["valid"], "quarantined": s["quarantined"]} for d, s in zip(days, summaries)], max_rows=400
+        )
     for reason, n in by_reason.items():
         meta[f"quarantined_{reason}"] = n
     return meta
+
+
+# Single-run backfills: a range of days is one run (one process, one Spark session), as
+# `dagster asset materialize --partition-range` and the UI's single-run option ask for.
+SINGLE_RUN = BackfillPolicy.single_run()
 
 
 @asset(
@@ -47,12 +76,13 @@ def _ingest_metadata(lake_uri: str, prefix: str, summary: dict) -> dict:
     deps=[raw_catalog],
     group_name="ingest",
     kinds={"python", "parquet"},
+    backfill_policy=SINGLE_RUN,
     description="The validated item table of the day: typed, de-duplicated; invalid rows quarantined with the reason.",
 )
 def catalog(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
-    dt = context.partition_key
-    summary = ingest_catalog_partition(lake.get_lake(), dt).to_dict()
-    return MaterializeResult(metadata=_ingest_metadata(lake.get_lake().uri, day_prefix(CATALOG, dt), summary))
+    days = sorted(context.partition_keys)
+    summaries = [ingest_catalog_partition(lake.get_lake(), dt).to_dict() for dt in days]
+    return MaterializeResult(metadata=_ingest_metadata(lake.get_lake().uri, CATALOG, days, summaries))
 
 
 @asset(
@@ -60,12 +90,13 @@ def catalog(context: AssetExecutionContext, lake: LakeResource) -> MaterializeRe
     deps=[raw_events, AssetDep("catalog", partition_mapping=PREVIOUS_AND_SAME_DAY)],
     group_name="ingest",
     kinds={"python", "parquet"},
+    backfill_policy=SINGLE_RUN,
     description="Typed, validated, de-duplicated events of the day. Rejected rows go to "
     f"`{QUARANTINE_EVENTS}/dt=…` with their reason; none are dropped silently.",
 )
 def events(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
-    dt = context.partition_key
-    summary = ingest_events_partition(lake.get_lake(), dt).to_dict()
-    meta = _ingest_metadata(lake.get_lake().uri, day_prefix(EVENTS, dt), summary)
-    meta["quarantine_path"] = MetadataValue.path(f"{lake.get_lake().uri}/{day_prefix(QUARANTINE_EVENTS, dt)}")
+    days = sorted(context.partition_keys)
+    summaries = [ingest_events_partition(lake.get_lake(), dt).to_dict() for dt in days]
+    meta = _ingest_metadata(lake.get_lake().uri, EVENTS, days, summaries)
+    meta["quarantine_path"] = MetadataValue.path(f"{lake.get_lake().uri}/{day_prefix(QUARANTINE_EVENTS, days[-1])}")
     return MaterializeResult(metadata=meta)

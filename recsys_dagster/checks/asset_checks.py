@@ -25,33 +25,44 @@ from recsys_dagster.resources.lake import LakeResource
 QUARANTINE_WARN_RATE = 0.05
 
 
-def gx_check_result(lake: Lake, asset: str, partition: str, prefix: str) -> AssetCheckResult:
-    """Run the asset's GX suite on a partition and turn the outcome into a check result."""
+def gx_check_result(lake: Lake, asset: str, days: list[str], dataset: str) -> AssetCheckResult:
+    """Run the asset's GX suite on each day of the run and turn the outcome into one check
+    result (a single-run backfill checks every day it wrote; one bad day fails it)."""
     from recsys_dagster.checks.suites import run_suite, save_result
 
-    if not lake.has_data(prefix):
-        return AssetCheckResult(
-            passed=False,
-            severity=AssetCheckSeverity.ERROR,
-            description=f"no data at {lake.uri}/{prefix}",
-            metadata={"partition": partition},
-        )
-    df = lake.read_parquet(prefix).to_pandas()
-    result = run_suite(asset, df)
-    key = save_result(lake, asset, partition, result)
-    failed_rows = sum(int(f.get("unexpected_count") or 0) for f in result.failed)
+    rows = evaluated = 0
+    failed: list[tuple[str, str]] = []  # (day, markdown of what failed)
+    failed_rows = failed_expectations = 0
+    paths = []
+    for dt in days:
+        prefix = day_prefix(dataset, dt)
+        if not lake.has_data(prefix):
+            failed.append((dt, f"no data at {lake.uri}/{prefix}"))
+            failed_expectations += 1
+            continue
+        df = lake.read_parquet(prefix).to_pandas()
+        result = run_suite(asset, df)
+        paths.append(save_result(lake, asset, dt, result))
+        rows += len(df)
+        evaluated += result.evaluated
+        if not result.success:
+            failed.append((dt, result.markdown()))
+            failed_expectations += len(result.failed)
+            failed_rows += sum(int(f.get("unexpected_count") or 0) for f in result.failed)
+    report = "\n\n".join(f"**{dt}**\n\n{md}" for dt, md in failed) or "all expectations passed"
     return AssetCheckResult(
-        passed=result.success,
+        passed=not failed,
         severity=AssetCheckSeverity.ERROR,
-        description=f"Great Expectations suite `{result.suite}` on {partition}",
+        description=f"Great Expectations suite `{asset}` on {days[0]}" + (f" … {days[-1]}" if len(days) > 1 else ""),
         metadata={
-            "partition": partition,
-            "rows": len(df),
-            "expectations_evaluated": result.evaluated,
-            "expectations_failed": len(result.failed),
+            "partitions": len(days),
+            "failed_partitions": ", ".join(dt for dt, _ in failed) or "none",
+            "rows": rows,
+            "expectations_evaluated": evaluated,
+            "expectations_failed": failed_expectations,
             "failed_rows": failed_rows,
-            "failed_expectations": MetadataValue.md(result.markdown()),
-            "result_path": MetadataValue.path(f"{lake.uri}/{key}"),
+            "failed_expectations": MetadataValue.md(report),
+            "result_path": MetadataValue.path(f"{lake.uri}/{paths[-1]}") if paths else "none",
         },
     )
 
@@ -65,8 +76,7 @@ def _suite_check(asset: str, dataset: str) -> AssetChecksDefinition:
         description=f"Great Expectations suite for `{asset}` (blocking: downstream waits for it).",
     )
     def _check(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
-        dt = context.partition_key
-        return gx_check_result(lake.get_lake(), asset, dt, day_prefix(dataset, dt))
+        return gx_check_result(lake.get_lake(), asset, sorted(context.partition_keys), dataset)
 
     return _check
 
@@ -83,11 +93,12 @@ sessions_expectations = _suite_check("sessions", SESSIONS)
     description=f"Warns when more than {QUARANTINE_WARN_RATE:.0%} of a day's lines were quarantined.",
 )
 def events_quarantine_rate(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
-    dt = context.partition_key
     the_lake = lake.get_lake()
-    valid = the_lake.read_parquet(day_prefix(EVENTS, dt), columns=["event_id"]).num_rows
-    q_prefix = day_prefix(QUARANTINE_EVENTS, dt)
-    quarantined = the_lake.read_parquet(q_prefix, columns=["reason"]).num_rows if the_lake.has_data(q_prefix) else 0
+    valid = quarantined = 0
+    for dt in context.partition_keys:
+        valid += the_lake.read_parquet(day_prefix(EVENTS, dt), columns=["event_id"]).num_rows
+        q_prefix = day_prefix(QUARANTINE_EVENTS, dt)
+        quarantined += the_lake.read_parquet(q_prefix, columns=["reason"]).num_rows if the_lake.has_data(q_prefix) else 0
     rate = quarantined / max(1, valid + quarantined)
     return AssetCheckResult(
         passed=rate <= QUARANTINE_WARN_RATE,
