@@ -7,16 +7,21 @@ the lake, the Dagster instance, the MLflow store.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
 
-def recsys_home() -> Path:
-    return Path(os.environ.get("RECSYS_HOME", ".recsys")).expanduser().resolve()
+def recsys_home(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("RECSYS_HOME", ".recsys")).expanduser().resolve()
 
 
-def lake_uri() -> str:
-    return os.environ.get("RECSYS_LAKE_URI") or f"file://{recsys_home() / 'lake'}"
+def lake_uri(env: Mapping[str, str] | None = None) -> str:
+    """RECSYS_LAKE_URI, else the embedded default under RECSYS_HOME (one rule for the
+    pipeline, the CLI and serving)."""
+    env = os.environ if env is None else env
+    return env.get("RECSYS_LAKE_URI") or f"file://{recsys_home(env) / 'lake'}"
 
 
 def mlflow_tracking_uri() -> str:

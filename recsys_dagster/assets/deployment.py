@@ -18,6 +18,7 @@ from dagster import (
 )
 
 from recsys_dagster import settings
+from recsys_dagster.bundle.format import MANIFEST, bundle_prefix
 from recsys_dagster.contract import EVALUATION, SESSIONS
 from recsys_dagster.resources.lake import LakeResource
 from recsys_dagster.resources.mlflow import MlflowResource
@@ -102,7 +103,7 @@ def deployment(context: AssetExecutionContext, config: GateSettings, lake: LakeR
 
         mlflow.activate()
         version = outcome["version"]
-        metrics = the_lake.read_json(f"models/{version}/manifest.json")
+        metrics = the_lake.read_json(f"{bundle_prefix(version)}/{MANIFEST}")
         set_champion_alias(mlflow.registered_model, metrics["mlflow_model_version"])
         meta["version"] = version
         meta["mlflow_champion"] = f"{mlflow.registered_model} v{metrics['mlflow_model_version']}"

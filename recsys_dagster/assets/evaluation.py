@@ -1,6 +1,5 @@
 """Weekly offline evaluation: candidate vs champion vs baselines, same users, same targets."""
 
-import io
 import tempfile
 from pathlib import Path
 
@@ -92,11 +91,3 @@ def model_evaluation(context: AssetExecutionContext, lake: LakeResource, mlflow:
             meta[f"{system}/{name}"] = round(float(metrics[name]), 5)
     return MaterializeResult(metadata=meta)
 
-
-def load_evaluation(lake, week: str) -> tuple[dict, "object"]:
-    import pyarrow.parquet as pq
-
-    prefix = week_prefix(EVALUATION, week)
-    metrics = lake.read_json(f"{prefix}/metrics.json")
-    per_user = pq.read_table(io.BytesIO(lake.get_bytes(f"{prefix}/per_user.parquet")))
-    return metrics, per_user

@@ -24,9 +24,9 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-T = TypeVar("T")
+from recsys_dagster import settings
 
-DEFAULT_LAKE_URI = "file://./.recsys/lake"
+T = TypeVar("T")
 
 # Names a reader must skip: temporary files of in-flight writes and Spark's markers.
 _HIDDEN_PREFIXES = (".", "_")
@@ -303,7 +303,7 @@ class Lake:
         region_name: str | None = None,
         s3_client: Any | None = None,
     ) -> "Lake":
-        uri = uri or os.environ.get("RECSYS_LAKE_URI") or DEFAULT_LAKE_URI
+        uri = uri or settings.lake_uri()
         parsed = urlparse(uri)
         if parsed.scheme in ("", "file"):
             raw = uri[len("file://") :] if uri.startswith("file://") else uri

@@ -10,7 +10,7 @@ co-occurrence baseline. No torch here: the candidate is read from its bundle fil
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,7 +53,6 @@ class Report:
     systems: dict[str, dict[str, float]]
     segments: dict[str, dict[str, dict[str, float]]]
     per_user: pa.Table
-    per_user_vectors: dict[str, dict[str, np.ndarray]] = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_users": self.n_users, "n_items": self.n_items, "systems": self.systems, "segments": self.segments}
@@ -228,7 +227,6 @@ def evaluate(
         systems=systems,
         segments=segments,
         per_user=pa.table(columns),
-        per_user_vectors=vectors,
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recsys_dagster import settings
 from recsys_dagster.ml.export import example_inputs
 from recsys_dagster.ml.model import TwoTower
 
@@ -31,16 +32,12 @@ CHAMPION = "champion"
 
 
 def recsys_home() -> Path:
-    return Path(os.environ.get("RECSYS_HOME", "./.recsys")).expanduser().resolve()
+    return settings.recsys_home()
 
 
 def tracking_uri() -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    home = recsys_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'mlflow.db'}"
+    settings.recsys_home().mkdir(parents=True, exist_ok=True)  # SQLite needs the folder
+    return settings.mlflow_tracking_uri()
 
 
 def _mlflow():

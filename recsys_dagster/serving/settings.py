@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys_dagster.lake import DEFAULT_LAKE_URI
+from recsys_dagster import settings as recsys_settings
 
 
 def _int(env: dict[str, str], name: str, default: int, minimum: int) -> int:
@@ -37,7 +37,7 @@ def _float(env: dict[str, str], name: str, default: float, minimum: float) -> fl
 
 @dataclass(frozen=True)
 class Settings:
-    lake_uri: str = DEFAULT_LAKE_URI
+    lake_uri: str = "file://./.recsys/lake"
     s3_endpoint_url: str | None = None
     cache_dir: Path = Path(".recsys/serving_cache")
     poll_seconds: float = 10.0
@@ -51,9 +51,9 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
         return cls(
-            lake_uri=env.get("RECSYS_LAKE_URI") or DEFAULT_LAKE_URI,
+            lake_uri=recsys_settings.lake_uri(env),
             s3_endpoint_url=env.get("RECSYS_S3_ENDPOINT_URL") or None,
-            cache_dir=Path(env.get("RECSYS_SERVING_CACHE") or Path(env.get("RECSYS_HOME", ".recsys")) / "serving_cache"),
+            cache_dir=Path(env.get("RECSYS_SERVING_CACHE") or recsys_settings.recsys_home(env) / "serving_cache"),
             poll_seconds=_float(env, "RECSYS_POLL_SECONDS", 10.0, 0.05),
             api_key=env.get("RECSYS_API_KEY") or None,
             candidates=_int(env, "RECSYS_CANDIDATES", 500, 1),
