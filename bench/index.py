@@ -18,7 +18,7 @@ import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import faiss
@@ -27,15 +27,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recsys_dagster.ml.index import (  # noqa: E402
-    IndexSpec,
     TUNE_MARGIN,
+    IndexSpec,
     build_index,
     choose_index,
     sample_queries,
     search,
-    synthetic_clustered,
     tune_ivfpq,
 )
+from tests.synthetic import synthetic_clustered  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "index.json"
 K = 10
@@ -45,7 +45,9 @@ def machine_info(threads: int) -> dict:
     cpuinfo = Path("/proc/cpuinfo")
     cpu = platform.processor()
     if cpuinfo.exists():
-        cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")), cpu)
+        cpu = next(
+            (ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")), cpu
+        )
     return {
         "cpu_model": cpu,
         "cpu_count": os.cpu_count(),
@@ -70,7 +72,15 @@ def index_bytes(index: faiss.Index) -> int:
         return path.stat().st_size
 
 
-def measure(name: str, index: faiss.Index, build_s: float, build_cpu_s: float, queries: np.ndarray, single: np.ndarray, truth: np.ndarray | None) -> tuple[dict, np.ndarray]:
+def measure(
+    name: str,
+    index: faiss.Index,
+    build_s: float,
+    build_cpu_s: float,
+    queries: np.ndarray,
+    single: np.ndarray,
+    truth: np.ndarray | None,
+) -> tuple[dict, np.ndarray]:
     t = time.perf_counter()
     _, found = search(index, queries, K)
     batch_s = time.perf_counter() - t
@@ -94,8 +104,12 @@ def measure(name: str, index: faiss.Index, build_s: float, build_cpu_s: float, q
         "single_p95_ms": round(float(np.percentile(lat, 95)) * 1e3, 3),
         f"recall@{K}": 1.0 if truth is None else round(recall(found, truth), 4),
     }
-    print(f"  {name:<8} build {row['build_s']:>7}s (cpu {row['build_cpu_s']}s)  {row['batch_qps']:>9} q/s  p50 {row['single_p50_ms']:>7} ms  "
-          f"p95 {row['single_p95_ms']:>7} ms  recall@{K} {row[f'recall@{K}']}", flush=True)
+    print(
+        f"  {name:<8} build {row['build_s']:>7}s (cpu {row['build_cpu_s']}s)  {row['batch_qps']:>9} q/s  "
+        f"p50 {row['single_p50_ms']:>7} ms  "
+        f"p95 {row['single_p95_ms']:>7} ms  recall@{K} {row[f'recall@{K}']}",
+        flush=True,
+    )
     return row, found
 
 
@@ -162,11 +176,13 @@ def main() -> None:
     runs: list[dict] = []
     result: dict = {}
     for n in sizes:
-        runs.append(run_size(n, args.dim, args.centers, args.batch, args.single, n >= args.ivfpq_from, not args.no_hnsw))
+        runs.append(
+            run_size(n, args.dim, args.centers, args.batch, args.single, n >= args.ivfpq_from, not args.no_hnsw)
+        )
         # Written after every size, so a long run that is stopped still leaves its figures.
         result = {
             "benchmark": "index",
-            "created_at": datetime.now(timezone.utc).isoformat(),
+            "created_at": datetime.now(UTC).isoformat(),
             "machine": machine_info(args.threads),
             "k": K,
             "queries": "item vectors perturbed by noise of norm ~0.05, renormalised (sample_queries)",
@@ -181,11 +197,17 @@ def main() -> None:
         tmp.write_text(json.dumps(result, indent=2))
         tmp.replace(args.out)
 
-    print(f"\n{'n':>10} {'index':<6} {'build s':>8} {'cpu s':>8} {'MB':>7} {'batch q/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'recall@10':>9}")
+    print(
+        f"\n{'n':>10} {'index':<6} {'build s':>8} {'cpu s':>8} {'MB':>7} {'batch q/s':>10} "
+        f"{'p50 ms':>8} {'p95 ms':>8} {'recall@10':>9}"
+    )
     for run in runs:
         for r in run["results"]:
-            print(f"{run['n_items']:>10,} {r['index']:<6} {r['build_s']:>8} {r['build_cpu_s']:>8} {r['index_mb']:>7} {r['batch_qps']:>10} "
-                  f"{r['single_p50_ms']:>8} {r['single_p95_ms']:>8} {r[f'recall@{K}']:>9}")
+            print(
+                f"{run['n_items']:>10,} {r['index']:<6} {r['build_s']:>8} {r['build_cpu_s']:>8} {r['index_mb']:>7} "
+                f"{r['batch_qps']:>10} "
+                f"{r['single_p50_ms']:>8} {r['single_p95_ms']:>8} {r[f'recall@{K}']:>9}"
+            )
     print(f"\nwrote {args.out} ({result['wall_s']}s)")
 
 

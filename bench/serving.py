@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the synthetic bundle factory lives with the tests
 
 import faiss  # noqa: E402
-
 from bundle_factory import make_bundle_dir, write_and_promote  # noqa: E402
+
 from recsys_dagster.bundle.format import read_pointer  # noqa: E402
 from recsys_dagster.lake import Lake  # noqa: E402
 
@@ -117,7 +117,10 @@ def make_bodies(n: int, n_users: int, n_items: int, n_clusters: int, seed: int =
         else:
             c = rng.randrange(n_clusters)
             recent = [f"i{c + n_clusters * rng.randrange(n_items // n_clusters)}" for _ in range(rng.randint(5, 20))]
-            kind, body = "realtime", {"user_id": f"s-{rng.randrange(10**9)}", "recent_items": recent, "k": 10, "device": "mobile"}
+            kind, body = (
+                "realtime",
+                {"user_id": f"s-{rng.randrange(10**9)}", "recent_items": recent, "k": 10, "device": "mobile"},
+            )
         out.append((kind, json.dumps(body).encode()))
     return out
 
@@ -140,7 +143,9 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def run_rate(port: int, rate: float, seconds: float, max_requests: int, bodies: list[tuple[str, bytes]], connections: int) -> dict:
+async def run_rate(
+    port: int, rate: float, seconds: float, max_requests: int, bodies: list[tuple[str, bytes]], connections: int
+) -> dict:
     """Open loop: request i is due at t0 + i / rate whatever happened before; latency is
     measured from the due time, so queueing in the client counts (no coordinated omission)."""
     n = min(max_requests, int(rate * seconds))
@@ -202,7 +207,13 @@ async def run_rate(port: int, rate: float, seconds: float, max_requests: int, bo
         "wall_s": round(wall, 2),
         "status_counts": {str(k): v for k, v in sorted(statuses.items())},
         "transport_errors": len(errors),
-        "latency_ms": {"p50": pct(done, 50), "p95": pct(done, 95), "p99": pct(done, 99), "max": pct(done, 100), "mean": round(float(done.mean()), 2) if done.size else None},
+        "latency_ms": {
+            "p50": pct(done, 50),
+            "p95": pct(done, 95),
+            "p99": pct(done, 99),
+            "max": pct(done, 100),
+            "mean": round(float(done.mean()), 2) if done.size else None,
+        },
         "server_handler_ms": {"p50": pct(srv, 50), "p99": pct(srv, 99)},
         "latency_ms_p99_by_kind": {k: pct(np.array(v) * 1000, 99) for k, v in sorted(kinds_lat.items())},
         "fallbacks": dict(sorted(fallbacks.items())),
@@ -227,7 +238,17 @@ def start_server(lake: Lake, port: int, log_path: Path) -> subprocess.Popen:
     env.pop("RECSYS_API_KEY", None)
     log = open(log_path, "wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "recsys_dagster.serving.main", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "recsys_dagster.serving.main",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         cwd=REPO,
         env=env,
         stdout=log,
@@ -279,7 +300,18 @@ def cpu_seconds(pid: int) -> float:
 
 
 def machine_info() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
     import onnxruntime
 
     return {
@@ -289,7 +321,8 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "faiss": faiss.__version__,
         "onnxruntime": onnxruntime.__version__,
-        "note": "load generator (asyncio, one process) and server (uvicorn, one worker, 1 engine thread) share these cores; "
+        "note": "load generator (asyncio, one process) and server (uvicorn, one worker, 1 engine thread) "
+        "share these cores; "
         "other processes on the machine also compete (see loadavg_1m per run)",
     }
 
@@ -310,7 +343,9 @@ def main() -> None:
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     bundle, build = build_bundle(args.items, args.dim, args.users, args.clusters)
-    print(f"bundle {bundle} ({'cached' if build['cached'] else f'built in {time.perf_counter() - t:.0f}s'})", flush=True)
+    print(
+        f"bundle {bundle} ({'cached' if build['cached'] else f'built in {time.perf_counter() - t:.0f}s'})", flush=True
+    )
     lake, version = promote(bundle)
     port = free_port()
     proc = start_server(lake, port, BENCH_DIR / "server.log")
@@ -343,11 +378,24 @@ def main() -> None:
 
     result = {
         "benchmark": "serving",
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "machine": machine_info(),
         "bundle": {**build, "version": version},
-        "server": {"workers": 1, "engine_threads": 1, "candidates": 500, "ready_s": round(ready_s, 1), "rss_mb": server_rss, "access_log": "on (JSON lines to a file)"},
-        "traffic": {"mix": "60% known users, 15% new users (popularity fallback), 25% real-time histories of 5-20 items", "k": 10, "connections": args.connections, "open_loop": True, "latency_from": "scheduled send time (client queueing included)"},
+        "server": {
+            "workers": 1,
+            "engine_threads": 1,
+            "candidates": 500,
+            "ready_s": round(ready_s, 1),
+            "rss_mb": server_rss,
+            "access_log": "on (JSON lines to a file)",
+        },
+        "traffic": {
+            "mix": "60% known users, 15% new users (popularity fallback), 25% real-time histories of 5-20 items",
+            "k": 10,
+            "connections": args.connections,
+            "open_loop": True,
+            "latency_from": "scheduled send time (client queueing included)",
+        },
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -355,12 +403,19 @@ def main() -> None:
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(args.out)
 
-    print(f"\n{'offered':>8} {'achieved':>9} {'ok':>6} {'err':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'srv p99':>8} {'cpu/req':>8} {'load':>6}")
+    print(
+        f"\n{'offered':>8} {'achieved':>9} {'ok':>6} {'err':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'max ms':>8} {'srv p99':>8} {'cpu/req':>8} {'load':>6}"
+    )
     for r in runs:
         ok = r["status_counts"].get("200", 0)
         err = r["requests"] - ok
         lat = r["latency_ms"]
-        print(f"{r['offered_rps']:>8.0f} {r['achieved_rps']:>9.1f} {ok:>6} {err:>5} {lat['p50']:>8} {lat['p95']:>8} {lat['p99']:>8} {lat['max']:>8} {r['server_handler_ms']['p99']:>8} {r['server_cpu_ms_per_request']:>8} {r['loadavg_1m']['after']:>6}")
+        print(
+            f"{r['offered_rps']:>8.0f} {r['achieved_rps']:>9.1f} {ok:>6} {err:>5} {lat['p50']:>8} {lat['p95']:>8} "
+            f"{lat['p99']:>8} {lat['max']:>8} {r['server_handler_ms']['p99']:>8} {r['server_cpu_ms_per_request']:>8} "
+            f"{r['loadavg_1m']['after']:>6}"
+        )
     print(f"\nwrote {args.out}")
 
 

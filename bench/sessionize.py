@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ _EVENT_TYPE_P = (0.70, 0.20, 0.05, 0.04, 0.01)
 
 def _day_start_us(day: str) -> int:
     d = date.fromisoformat(day)
-    return int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp()) * 1_000_000
+    return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()) * 1_000_000
 
 
 def _prefixed(prefix: str, ids: np.ndarray) -> pa.Array:
@@ -176,7 +176,7 @@ def main() -> None:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-sessionize-"))
     work.mkdir(parents=True, exist_ok=True)
-    spark = get_spark(master="local[*]", app_name="bench-sessionize", extra_conf={"spark.driver.memory": args.driver_memory})
+    spark = get_spark(master="local[*]", app_name="bench-sessionize", driver_memory=args.driver_memory)
     results: dict = {
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -209,9 +209,12 @@ def main() -> None:
             duck_s = run_duckdb(src, duck_out)
             spark_ids = _session_ids(work / f"spark-{n}" / "lake" / "sessions" / f"dt={DAY}")
             duck_ids = _session_ids(duck_out)
-            same = len(spark_ids) == len(duck_ids) and pc.all(
-                pc.equal(spark_ids.take(pc.sort_indices(spark_ids)), duck_ids.take(pc.sort_indices(duck_ids)))
-            ).as_py()
+            same = (
+                len(spark_ids) == len(duck_ids)
+                and pc.all(
+                    pc.equal(spark_ids.take(pc.sort_indices(spark_ids)), duck_ids.take(pc.sort_indices(duck_ids)))
+                ).as_py()
+            )
             if not same:
                 raise SystemExit(f"engines disagree at n={n}: spark {len(spark_ids)} sessions, duckdb {len(duck_ids)}")
             entry = {

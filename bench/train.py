@@ -26,8 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys_dagster.ml.data import synthetic_tables  # noqa: E402
 from recsys_dagster.ml.train import TrainConfig, train_two_tower  # noqa: E402
+from tests.synthetic import synthetic_tables  # noqa: E402
 
 
 def machine_info() -> dict:
@@ -110,8 +110,13 @@ def main() -> None:
     n_users = max(1, args.examples // per_user)
     t0 = time.perf_counter()
     train, val, items = synthetic_tables(
-        n_users=n_users, n_items=args.items, n_categories=50, per_user=per_user, val_per_user=1,
-        cold_items=args.items // 20, seed=0,
+        n_users=n_users,
+        n_items=args.items,
+        n_categories=50,
+        per_user=per_user,
+        val_per_user=1,
+        cold_items=args.items // 20,
+        seed=0,
     )
     gen_s = time.perf_counter() - t0
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -147,7 +152,16 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    cols = ["device", "examples", "epochs", "examples_per_s", "load_seconds", "compute_seconds", "val_recall@20", "val_recall@20_popularity"]
+    cols = [
+        "device",
+        "examples",
+        "epochs",
+        "examples_per_s",
+        "load_seconds",
+        "compute_seconds",
+        "val_recall@20",
+        "val_recall@20_popularity",
+    ]
     print(" | ".join(f"{c:>14}" for c in cols))
     for r in rows:
         print(" | ".join(f"{str(r[c]):>14}" for c in cols))

@@ -15,9 +15,10 @@ from datetime import date
 
 def _lake(uri: str | None):
     from recsys_dagster.lake import Lake
-    from recsys_dagster.settings import lake_uri
+    from recsys_dagster.settings import current
 
-    return Lake.from_uri(uri or lake_uri())
+    s = current()
+    return Lake.from_uri(uri or s.lake_uri, endpoint_url=s.s3_endpoint_url, region_name=s.s3_region)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -69,7 +70,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     keys = defs.resolve_job_def(args.job).partitions_def.get_partition_keys()
     selected = [k for k in keys if args.start <= k <= args.end]
     if not selected:
-        print(f"no {args.job} partitions between {args.start} and {args.end} (first {keys[0]}, last {keys[-1]})", file=sys.stderr)
+        print(
+            f"no {args.job} partitions between {args.start} and {args.end} (first {keys[0]}, last {keys[-1]})",
+            file=sys.stderr,
+        )
         return 2
     run_config = json.loads(args.config_json) if args.config_json else None
     t0 = time.time()
@@ -98,9 +102,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         print(f"rollback refused: {exc}", file=sys.stderr)
         return 2
     if not args.no_mlflow:
-        from recsys_dagster.ml.tracking import move_champion_alias
+        from recsys_dagster.ml.tracking import TrackingStore, move_champion_alias
+        from recsys_dagster.settings import current
 
-        moved = move_champion_alias(pointer)
+        moved = move_champion_alias(TrackingStore.from_settings(current()), pointer.get("mlflow_model_version"))
         if moved:
             print(f"MLflow alias 'champion' -> {moved}")
     print(f"promoted version is now {pointer['version']}")
@@ -121,7 +126,9 @@ def _data_args(p: argparse.ArgumentParser, fault_rate: float) -> None:
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--items", type=int, default=3000)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--fault-rate", type=float, default=fault_rate, help="share of corrupted event lines (quarantine path)")
+    p.add_argument(
+        "--fault-rate", type=float, default=fault_rate, help="share of corrupted event lines (quarantine path)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,4 +181,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -1,4 +1,4 @@
-"""The landing contract and the shared vocabulary of the pipeline (see shared DESIGN.md).
+"""The landing contract and the shared vocabulary of the pipeline (see docs/DESIGN.md; columns in docs/CONTRACTS.md).
 
 Plain constants only, so that every stage (generator, ingestion, Spark, training,
 serving) agrees on names without importing each other.

@@ -34,5 +34,5 @@ defs = Definitions(
     jobs=[daily_job, weekly_job, rollback_job],
     schedules=[daily_schedule, weekly_schedule],
     sensors=[landing_sensor],
-    resources=build_resources(),
+    resources=build_resources(settings.current()),
 )

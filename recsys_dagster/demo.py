@@ -14,7 +14,7 @@ from recsys_dagster import settings
 
 
 def _ensure_instance() -> None:
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.recsys_home() / "dagster_home")))
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.current().home / "dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
     if not cfg.exists():
@@ -80,10 +80,12 @@ def run_demo(
     epochs: int | None = None,
     skip_generate: bool = False,
 ) -> dict:
+    # The partitions are built from the settings: they must start where the data does.
     os.environ.setdefault("RECSYS_START_DATE", start_date.isoformat())
-    if os.environ["RECSYS_START_DATE"] != start_date.isoformat():
+    s = settings.current()
+    if s.start_date != start_date:
         raise ValueError(
-            f"RECSYS_START_DATE={os.environ['RECSYS_START_DATE']} but the demo starts on {start_date}: "
+            f"RECSYS_START_DATE={s.start_date} but the demo starts on {start_date}: "
             "partitions would not line up with the data"
         )
     _ensure_instance()
@@ -91,13 +93,15 @@ def run_demo(
     from recsys_dagster.datagen import GeneratorConfig, generate
     from recsys_dagster.lake import Lake
 
-    lake = Lake.from_uri(settings.lake_uri())
+    lake = Lake.from_uri(s.lake_uri, endpoint_url=s.s3_endpoint_url, region_name=s.s3_region)
     t0 = time.time()
     if not skip_generate:
         _step(f"generating {days} days of marketplace data ({users} users, {items} items) into {lake.uri}")
         summary = generate(
             lake,
-            GeneratorConfig(start_date=start_date, days=days, users=users, items=items, seed=seed, fault_rate=fault_rate),
+            GeneratorConfig(
+                start_date=start_date, days=days, users=users, items=items, seed=seed, fault_rate=fault_rate
+            ),
         ).to_dict()
         _step(f"landing data written in {time.time() - t0:.1f} s: {summary.get('totals', {})}")
 
@@ -119,6 +123,6 @@ def run_demo(
     print()
     print(f"lake:            {lake.uri}")
     print(f"dagster home:    {os.environ['DAGSTER_HOME']}   (make ui, then http://127.0.0.1:3000)")
-    print(f"mlflow store:    {settings.mlflow_tracking_uri()}")
+    print(f"mlflow store:    {s.mlflow_tracking_uri}")
     print("serve it:        make serve, then POST http://127.0.0.1:8000/recommendations")
     return {"days": day_keys, "weeks": weeks, "seconds": time.time() - t0}

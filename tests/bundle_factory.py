@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +144,10 @@ def make_bundle_dir(
     location = np.array(CITIES, dtype=object)[rng.integers(0, len(CITIES), n_items)]
     recent = np.round(rng.pareto(1.5, size=n_items) * 3, 3)
     leaf_names = [c.split(CATEGORY_SEPARATOR)[-1] for c in cats[: min(n_items, n_clusters)]]
-    titles = np.char.add(np.char.add(np.array(leaf_names, dtype=str)[cluster % len(leaf_names)], " item "), ids.astype(str))
-    created = datetime(2026, 10, 1, tzinfo=timezone.utc)
+    titles = np.char.add(
+        np.char.add(np.array(leaf_names, dtype=str)[cluster % len(leaf_names)], " item "), ids.astype(str)
+    )
+    created = datetime(2026, 10, 1, tzinfo=UTC)
     items = pa.table(
         {
             "item_id": pa.array(ids, pa.string()),
@@ -194,14 +196,16 @@ def make_bundle_dir(
     return out
 
 
-def manifest_for(src_dir: str | Path, version: str, *, history_len: int = 20, index_type: str = "flat") -> dict[str, Any]:
+def manifest_for(
+    src_dir: str | Path, version: str, *, history_len: int = 20, index_type: str = "flat"
+) -> dict[str, Any]:
     src = Path(src_dir)
     dim = int(np.load(src / "item_embeddings.npy", mmap_mode="r").shape[1])
     extra = json.loads((src / "index.json").read_text()) if (src / "index.json").is_file() else {}
     return {
         "format_version": FORMAT_VERSION,
         "version": version,
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "embedding_dim": dim,
         "index_type": extra.get("type", index_type),
         "index_params": extra.get("params", {}),
@@ -219,5 +223,5 @@ def write_and_promote(lake: Lake, version: str, src_dir: str | Path, *, promote:
         lake.put_bytes(f"{prefix}/{name}", (src / name).read_bytes())
     lake.write_json(f"{prefix}/{MANIFEST}", manifest)
     if promote:
-        lake.write_json(POINTER_KEY, {**manifest, "promoted_at": datetime.now(timezone.utc).isoformat()})
+        lake.write_json(POINTER_KEY, {**manifest, "promoted_at": datetime.now(UTC).isoformat()})
     return manifest

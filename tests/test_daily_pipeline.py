@@ -28,7 +28,10 @@ def generated(tmp_path_factory, spark):
     from recsys_dagster.lake import Lake
 
     lake = Lake.from_uri(f"file://{root / 'lake'}")
-    summary = generate(lake, GeneratorConfig(start_date=date.fromisoformat(DAY1), days=2, users=150, items=200, seed=3, fault_rate=0.03))
+    summary = generate(
+        lake,
+        GeneratorConfig(start_date=date.fromisoformat(DAY1), days=2, users=150, items=200, seed=3, fault_rate=0.03),
+    )
     return root, lake, summary.to_dict()
 
 
@@ -54,7 +57,11 @@ def test_two_days_materialize_with_checks_passing(generated):
         result = _run(lake, dt, instance)
         assert result.success
         checks = result.get_asset_check_evaluations()
-        assert {c.check_name for c in checks} >= {"events_expectations", "catalog_expectations", "sessions_expectations"}
+        assert {c.check_name for c in checks} >= {
+            "events_expectations",
+            "catalog_expectations",
+            "sessions_expectations",
+        }
         assert all(c.passed for c in checks if c.check_name.endswith("_expectations")), [
             (c.check_name, c.metadata) for c in checks if not c.passed
         ]
@@ -62,15 +69,23 @@ def test_two_days_materialize_with_checks_passing(generated):
     # Every landed line is either an event or a quarantined row, with its reason.
     for dt in (DAY1, DAY2):
         lines = sum(
-            len(gzip.decompress(lake.get_bytes(k)).splitlines())
-            for k in lake.list_keys(f"{LANDING_EVENTS}/dt={dt}")
+            len(gzip.decompress(lake.get_bytes(k)).splitlines()) for k in lake.list_keys(f"{LANDING_EVENTS}/dt={dt}")
         )
         valid = lake.read_parquet(day_prefix(EVENTS, dt)).num_rows
         quarantined = lake.read_parquet(day_prefix(QUARANTINE_EVENTS, dt))
         assert valid + quarantined.num_rows == lines
         assert quarantined.num_rows > 0 and set(quarantined.column("reason").to_pylist()) <= {
-            "malformed_json", "not_an_object", "missing_field", "null_field", "wrong_type", "invalid_event_type",
-            "invalid_device_type", "invalid_timestamp", "timestamp_outside_partition", "duplicate_event_id", "unknown_item",
+            "malformed_json",
+            "not_an_object",
+            "missing_field",
+            "null_field",
+            "wrong_type",
+            "invalid_event_type",
+            "invalid_device_type",
+            "invalid_timestamp",
+            "timestamp_outside_partition",
+            "duplicate_event_id",
+            "unknown_item",
         }
 
     mats = instance.get_latest_materialization_event(AssetKey("events"))
@@ -134,7 +149,10 @@ def test_landing_sensor_requests_each_new_day_once(tmp_path):
     assert isinstance(first, SensorResult)
     assert [r.partition_key for r in first.run_requests] == [DAY1, DAY2]
     assert {(e.asset_key.path[0], e.partition) for e in first.asset_events} == {
-        ("raw_events", DAY1), ("raw_catalog", DAY1), ("raw_events", DAY2), ("raw_catalog", DAY2)
+        ("raw_events", DAY1),
+        ("raw_catalog", DAY1),
+        ("raw_events", DAY2),
+        ("raw_catalog", DAY2),
     }
     with build_sensor_context(resources=resources, cursor=first.cursor, instance=DagsterInstance.ephemeral()) as ctx:
         assert isinstance(landing_sensor(ctx), SkipReason)
@@ -152,7 +170,9 @@ def test_single_run_backfill_of_a_partition_range(generated):
     from dagster import Definitions, define_asset_job
 
     _root, lake, _ = generated
-    job = define_asset_job("range", selection=["catalog", "events", "sessions"], partitions_def=ingest.catalog.partitions_def)
+    job = define_asset_job(
+        "range", selection=["catalog", "events", "sessions"], partitions_def=ingest.catalog.partitions_def
+    )
     defs = Definitions(assets=ASSETS[:5], asset_checks=DAILY_CHECKS, jobs=[job], resources=_resources(lake.uri))
     result = defs.resolve_job_def("range").execute_in_process(
         instance=DagsterInstance.ephemeral(),

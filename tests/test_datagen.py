@@ -5,7 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -55,7 +55,7 @@ def _catalog(day: DayData) -> dict[str, dict[str, Any]]:
 def _utc(ts: str) -> datetime:
     parsed = datetime.fromisoformat(ts)
     assert parsed.tzinfo is not None, ts
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 def test_clean_event_lines_follow_the_landing_contract(clean_days):
@@ -144,9 +144,7 @@ def test_users_concentrate_on_their_interests(clean_days):
     per_user: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for rec in _events(clean_days):
         per_user[rec["user_id"]][leaf_of[rec["item_id"]]] += 1
-    shares = [
-        sum(n for _, n in c.most_common(3)) / sum(c.values()) for c in per_user.values() if sum(c.values()) >= 15
-    ]
+    shares = [sum(n for _, n in c.most_common(3)) / sum(c.values()) for c in per_user.values() if sum(c.values()) >= 15]
     assert len(shares) > 50
     assert np.median(shares) > 0.75
     # ... and not everyone on the same leaves: that is what beats popularity.
@@ -248,8 +246,15 @@ def test_generate_on_s3(s3_lake):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"fault_rate": 0.9}, {"fault_rate": -0.1}, {"days": 0}, {"users": 0}, {"sold_fraction_per_day": 1.0},
-     {"new_items_per_day": -1}, {"start_date": "2026-10-05"}],
+    [
+        {"fault_rate": 0.9},
+        {"fault_rate": -0.1},
+        {"days": 0},
+        {"users": 0},
+        {"sold_fraction_per_day": 1.0},
+        {"new_items_per_day": -1},
+        {"start_date": "2026-10-05"},
+    ],
 )
 def test_config_rejects_bad_values(bad):
     with pytest.raises((ValueError, TypeError)):

@@ -83,13 +83,24 @@ def test_backfill_reruns_days_idempotently(demo):
         return [pq.read_table(home / "lake" / "events" / f"dt=2026-10-0{d}").num_rows for d in (5, 6)]
 
     before = rows()
-    out = _run([str(BIN / "recsys"), "backfill", "--job", "daily_ingest", "--from", "2026-10-05", "--to", "2026-10-06"], env).stdout
+    out = _run(
+        [str(BIN / "recsys"), "backfill", "--job", "daily_ingest", "--from", "2026-10-05", "--to", "2026-10-06"], env
+    ).stdout
     assert "backfilled 2 partition(s)" in out
     assert rows() == before
     # The same days as one single-run backfill through Dagster's own CLI.
     _run(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "recsys_dagster.definitions",
-         "--select", "catalog,events,sessions", "--partition-range", "2026-10-05...2026-10-06"],
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "recsys_dagster.definitions",
+            "--select",
+            "catalog,events,sessions",
+            "--partition-range",
+            "2026-10-05...2026-10-06",
+        ],
         env,
     )
     assert rows() == before
@@ -130,8 +141,19 @@ def test_worse_candidate_is_refused_then_rollback(demo):
     # A model trained for zero epochs, through the Dagster CLI, for the latest week.
     cfg = json.dumps({"ops": {"two_tower_model": {"config": {"epochs": 0}}}})
     _run(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "recsys_dagster.definitions", "--select", WEEKLY_SELECTION,
-         "--partition", WEEKS[-1], "--config-json", cfg],
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "recsys_dagster.definitions",
+            "--select",
+            WEEKLY_SELECTION,
+            "--partition",
+            WEEKS[-1],
+            "--config-json",
+            cfg,
+        ],
         env,
     )
     st = _status(env)
@@ -143,8 +165,17 @@ def test_worse_candidate_is_refused_then_rollback(demo):
 
     # Backfilling an older week evaluates it but never promotes it over the newer champion.
     _run(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "recsys_dagster.definitions", "--select", WEEKLY_SELECTION,
-         "--partition", WEEKS[0]],
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "recsys_dagster.definitions",
+            "--select",
+            WEEKLY_SELECTION,
+            "--partition",
+            WEEKS[0],
+        ],
         env,
     )
     st = _status(env)

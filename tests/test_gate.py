@@ -9,13 +9,14 @@ import pytest
 
 from recsys_dagster.bundle.gate import (
     GateConfig,
+    InfraReport,
     evaluate_gate,
     newer_than_champion,
     paired_bootstrap_ci,
 )
 
 CFG = GateConfig(n_boot=500)
-OK_INFRA = {"loaded": True, "p95_ms": 12.0, "errors": 0, "error": None}
+OK_INFRA = InfraReport(loaded=True, p95_ms=12.0, errors=0, error=None)
 
 
 def users(n: int = 400, seed: int = 1) -> np.ndarray:
@@ -32,6 +33,9 @@ def gate(**overrides):
         per_user_champion=users(),
         index_recall=0.98,
         infra=OK_INFRA,
+        candidate_week="2026-10-19",
+        champion=None,
+        evaluated_champion_version=None,
     )
     kwargs.update(overrides)
     return evaluate_gate(cfg, **kwargs)
@@ -46,7 +50,13 @@ def test_all_rules_pass():
     d = gate()
     assert d.promote and d.reasons == []
     assert [r.name for r in d.rules] == [
-        "upstream_checks", "beats_popularity", "no_regression_vs_champion", "index_recall", "serving_infra"
+        "upstream_checks",
+        "beats_popularity",
+        "no_regression_vs_champion",
+        "index_recall",
+        "serving_infra",
+        "newer_than_champion",
+        "evaluated_against_current_champion",
     ]
     assert all(r.passed for r in d.rules)
     json.dumps(d.to_dict())
@@ -141,7 +151,7 @@ def test_index_recall_rule():
     ],
 )
 def test_serving_infra_rule_fails(infra, fragment):
-    d = gate(infra=infra)
+    d = gate(infra=InfraReport(**infra))
     r = rule(d, "serving_infra")
     assert not d.promote and not r.passed and fragment in r.detail
     assert "FAIL" in d.markdown() and "do not promote" in d.markdown()
@@ -167,3 +177,17 @@ def test_newer_than_champion():
         newer_than_champion("2026/10/19", champ)
     with pytest.raises(ValueError):
         newer_than_champion("2026-10-19", {"version": "v1"})
+
+
+def test_week_order_and_stale_evaluation_are_gate_rules():
+    champ = {"version": "w2026-10-26-20261028T030501Z"}
+    older = gate(candidate_week="2026-10-19", champion=champ, evaluated_champion_version=champ["version"])
+    r = rule(older, "newer_than_champion")
+    assert not older.promote and not r.passed and r.threshold == "2026-10-26"
+    assert rule(older, "evaluated_against_current_champion").passed
+    stale = gate(candidate_week="2026-11-02", champion=champ, evaluated_champion_version="w2026-10-19-x")
+    r = rule(stale, "evaluated_against_current_champion")
+    assert not stale.promote and not r.passed and "re-run model_evaluation" in r.detail
+    assert rule(stale, "newer_than_champion").passed
+    # Evaluated before the first promotion, but a champion appeared since: stale too.
+    assert not rule(gate(champion=champ, evaluated_champion_version=None), "evaluated_against_current_champion").passed

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import faiss
 import numpy as np
 import pytest
+from synthetic import synthetic_clustered
 
 from recsys_dagster.ml.index import (
+    IndexReport,
     IndexSpec,
     build_and_report,
     build_index,
@@ -22,7 +23,6 @@ from recsys_dagster.ml.index import (
     sample_queries,
     save_index,
     search,
-    synthetic_clustered,
     tune_ivfpq,
 )
 
@@ -98,12 +98,13 @@ def test_ivfpq_tuned_to_target_recall(data, tmp_path):
     x, ids, _ = data
     big = choose_index(10_000_000, DIM)
     spec = IndexSpec("ivfpq", {**big.params, "nlist": round(4 * np.sqrt(N))})
-    index, tuned, report = build_and_report(x, ids, spec, n_queries=500, seed=1)
-    assert report["kind"] == "ivfpq" and report["device"] == "cpu"
-    assert report["recall@10"] >= 0.95 and report["meets_target"] is True
-    assert {"nprobe", "k_factor", "nlist", "m"} <= set(report["params"])
-    assert report["params"] == tuned.params
-    json.dumps(report)  # index.json
+    index, report = build_and_report(x, ids, spec, n_queries=500, seed=1)
+    tuned = report.spec
+    assert report.kind == "ivfpq" and report.device == "cpu"
+    assert report.recall >= 0.95 and report.meets_target is True
+    assert {"nprobe", "k_factor", "nlist", "m"} <= set(report.params)
+    assert report.params == tuned.params
+    assert IndexReport.from_json(report.to_json()) == report  # index.json round trip
     # Tuned values live in the index file: a loaded index searches the same way.
     save_index(index, tmp_path / "i.faiss")
     loaded = load_index(tmp_path / "i.faiss")
@@ -118,8 +119,8 @@ def test_ivfpq_tuned_to_target_recall(data, tmp_path):
 
 def test_report_for_default_choice_is_flat(data):
     x, ids, _ = data
-    _, spec, report = build_and_report(x[:2000], ids[:2000], n_queries=100)
-    assert spec.kind == "flat" and report["recall@10"] == 1.0 and report["n_items"] == 2000
+    _, report = build_and_report(x[:2000], ids[:2000], n_queries=100)
+    assert report.kind == "flat" and report.recall == 1.0 and report.n_items == 2000
 
 
 def test_sample_queries_are_near_items():

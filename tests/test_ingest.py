@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
@@ -127,7 +127,7 @@ def test_valid_event_typed_and_normalised_to_utc():
     assert result.quarantine.schema == EVENTS_QUARANTINE_SCHEMA
     rows = result.valid.to_pylist()
     assert [r["event_id"] for r in rows] == ["a", "b", "c"]
-    assert rows[1]["timestamp"] == datetime(2026, 10, 5, 23, 15, 0, 123456, tzinfo=timezone.utc)
+    assert rows[1]["timestamp"] == datetime(2026, 10, 5, 23, 15, 0, 123456, tzinfo=UTC)
     assert rows[0]["timestamp"].utcoffset().total_seconds() == 0
     assert rows[1]["session_id"] is None and rows[2]["session_id"] is None
     assert all(r["dt"] == DT and r["extra"] == "{}" for r in rows)
@@ -162,9 +162,11 @@ def test_rejected_first_copy_does_not_make_later_valid_copy_a_duplicate():
 
 
 def test_mixed_batch_counts_add_up():
-    raws = [raw for _, raw in EVENT_CASES] + [
-        line(event(event_id=f"ok{i}", item_id="i2")) for i in range(5)
-    ] + [line(event(event_id="ok0")), "", "null"]
+    raws = (
+        [raw for _, raw in EVENT_CASES]
+        + [line(event(event_id=f"ok{i}", item_id="i2")) for i in range(5)]
+        + [line(event(event_id="ok0")), "", "null"]
+    )
     result = validate_events(raws, DT, ITEMS)
     assert_accounted(result, len(raws))
     assert result.counts["valid"] == 5
@@ -197,9 +199,12 @@ CATALOG_CASES = [
     ("wrong_type", line(item(price=True))),
     ("wrong_type", line(item(title=["a"]))),
     ("invalid_price", line(item(price=-1))),
-    ("invalid_price", '{"item_id": "i1", "title": "t", "description": null, "category_path": "A", "price": NaN, '
-     '"currency": "EUR", "brand": null, "location": "X", "condition": "new", "image_url": null, '
-     '"created_at": "2026-10-01T00:00:00Z"}'),
+    (
+        "invalid_price",
+        '{"item_id": "i1", "title": "t", "description": null, "category_path": "A", "price": NaN, '
+        '"currency": "EUR", "brand": null, "location": "X", "condition": "new", "image_url": null, '
+        '"created_at": "2026-10-01T00:00:00Z"}',
+    ),
     ("invalid_condition", line(item(condition="broken"))),
     ("invalid_category_path", line(item(category_path="A > B > C > D"))),
     ("invalid_category_path", line(item(category_path="Electronics >  > Apple"))),
@@ -236,7 +241,7 @@ def test_catalog_valid_rows_typed_and_split():
     assert levels[:2] == [("Electronics", "Phones", "Apple"), ("Books", "", "")]
     assert rows[2]["category_l2"] == "Kitchen" and rows[2]["description"] is None
     assert rows[0]["price"] == 750.0 and isinstance(rows[0]["price"], float)
-    assert rows[0]["created_at"] == datetime(2026, 10, 1, 6, 30, tzinfo=timezone.utc)
+    assert rows[0]["created_at"] == datetime(2026, 10, 1, 6, 30, tzinfo=UTC)
     assert rows[1]["brand"] is None and json.loads(rows[1]["extra"]) == {"extra_tag": "x"}
     q = result.quarantine.to_pylist()
     assert [(r["reason"], r["item_id"]) for r in q] == [("duplicate_item_id", "i1")]

@@ -99,7 +99,9 @@ def test_s3_transient_errors_are_retried(s3_lake: Lake):
     assert lake.get_bytes("r/x.bin") == b"ok"
     assert flaky.calls == 5  # 3 refused + 1 put + 1 get
 
-    hopeless = Lake(S3Backend(backend.bucket, backend.prefix, client=_Flaky(backend.client, failures=10), max_attempts=3))
+    hopeless = Lake(
+        S3Backend(backend.bucket, backend.prefix, client=_Flaky(backend.client, failures=10), max_attempts=3)
+    )
     with pytest.raises(ClientError, match="SlowDown"):
         hopeless.put_bytes("r/y.bin", b"no")
 

@@ -6,8 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from synthetic import synthetic_tables
 
-from recsys_dagster.ml.data import DataError, encode_examples, iterate_batches, synthetic_tables
+from recsys_dagster.ml.data import DataError, encode_examples, iterate_batches
 from recsys_dagster.ml.embed import item_embeddings
 from recsys_dagster.ml.export import INPUT_NAMES, OUTPUT_NAME, export_user_tower, verify_onnx
 from recsys_dagster.ml.features import FeatureError, ItemFeatures, title_tokens

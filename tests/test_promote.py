@@ -226,7 +226,9 @@ def test_gap_is_reconciled_before_a_rollback_on_s3(s3_lake: Lake, tmp_path: Path
     assert not status(s3_lake)["consistent"]
     assert rollback(s3_lake, reason="oops")["version"] == a
     assert [(e["action"], e["version"]) for e in history(s3_lake)] == [
-        ("promote", a), ("reconcile", b), ("rollback", a)
+        ("promote", a),
+        ("reconcile", b),
+        ("rollback", a),
     ]
     assert status(s3_lake)["consistent"]
 

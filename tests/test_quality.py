@@ -98,13 +98,31 @@ def test_good_frames_pass(name, make):
 def test_validated_ingest_output_passes_its_suite():
     """The ingest module's Arrow output, read back as pandas, satisfies the suites."""
     items = [
-        {"item_id": i, "title": "t", "description": None, "category_path": path, "price": 1, "currency": "EUR",
-         "brand": None, "location": "Oslo", "condition": "new", "image_url": None, "created_at": "2026-10-01T00:00:00Z"}
+        {
+            "item_id": i,
+            "title": "t",
+            "description": None,
+            "category_path": path,
+            "price": 1,
+            "currency": "EUR",
+            "brand": None,
+            "location": "Oslo",
+            "condition": "new",
+            "image_url": None,
+            "created_at": "2026-10-01T00:00:00Z",
+        }
         for i, path in (("i1", "Books"), ("i2", "Home > Kitchen"))
     ]
     events = [
-        {"event_id": e, "user_id": "u", "session_id": None, "item_id": i, "event_type": "view",
-         "timestamp": "2026-10-05T10:00:00+02:00", "device_type": "tablet"}
+        {
+            "event_id": e,
+            "user_id": "u",
+            "session_id": None,
+            "item_id": i,
+            "event_type": "view",
+            "timestamp": "2026-10-05T10:00:00+02:00",
+            "device_type": "tablet",
+        }
         for e, i in (("e1", "i1"), ("e2", "i2"))
     ]
     cat = validate_catalog([json.dumps(x) for x in items], DT)

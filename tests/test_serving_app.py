@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 
 import pytest
+from bundle_factory import make_bundle_dir, write_and_promote
 from fastapi.testclient import TestClient
 
-from bundle_factory import make_bundle_dir, write_and_promote
 from recsys_dagster.lake import Lake
 from recsys_dagster.serving.app import create_app
 from recsys_dagster.serving.settings import Settings
@@ -43,7 +43,9 @@ def test_before_any_bundle(local_lake: Lake, tmp_path: Path):
         assert ready.status_code == 503 and ready.json()["ready"] is False
         r = c.post("/recommendations", json={"user_id": "u1"})
         assert r.status_code == 503
-        assert r.json()["detail"]["error"] == "no_bundle" and "no promoted model bundle" in r.json()["detail"]["message"]
+        assert (
+            r.json()["detail"]["error"] == "no_bundle" and "no promoted model bundle" in r.json()["detail"]["message"]
+        )
         assert c.get("/items/i1/similar").status_code == 503
         assert c.get("/version").json()["version"] is None
 
@@ -56,9 +58,25 @@ def test_recommendations_and_version(client: TestClient, caplog):
     assert body["user_id"] == "u2" and body["model_version"] == V1
     assert body["source"] == "stored_history" and body["fallback"] is None and body["unknown_items"] == []
     assert len(body["items"]) == 5 and body["latency_ms"] >= 0
-    assert set(body["items"][0]) == {"item_id", "score", "title", "price", "category_path", "condition", "location", "image_url"}
+    assert set(body["items"][0]) == {
+        "item_id",
+        "score",
+        "title",
+        "price",
+        "category_path",
+        "condition",
+        "location",
+        "image_url",
+    }
     line = json.loads([rec.getMessage() for rec in caplog.records if rec.name == "recsys.serving.access"][-1])
-    assert line == {**line, "path": "/recommendations", "status": 200, "user_id": "u2", "model_version": V1, "fallback": None}
+    assert line == {
+        **line,
+        "path": "/recommendations",
+        "status": 200,
+        "user_id": "u2",
+        "model_version": V1,
+        "fallback": None,
+    }
     assert set(line) == {"path", "method", "status", "latency_ms", "user_id", "model_version", "fallback"}
 
     v = client.get("/version").json()
@@ -71,7 +89,12 @@ def test_fallback_and_filters_over_http(client: TestClient):
     assert r.json()["fallback"] == {"reason": "unknown_user"} and r.json()["source"] == "popularity"
     r = client.post(
         "/recommendations",
-        json={"user_id": "x", "recent_items": ["i1", "bogus"], "filters": {"price_max": 100, "conditions": ["new", "used"]}, "diversity_cap": None},
+        json={
+            "user_id": "x",
+            "recent_items": ["i1", "bogus"],
+            "filters": {"price_max": 100, "conditions": ["new", "used"]},
+            "diversity_cap": None,
+        },
     )
     body = r.json()
     assert r.status_code == 200 and body["source"] == "realtime" and body["unknown_items"] == ["bogus"]
@@ -126,7 +149,12 @@ def test_api_key(local_lake: Lake, tmp_path: Path, bundle_dir: Path):
     with TestClient(app) as c:
         assert c.get("/health").status_code == 200
         assert c.get("/metrics").status_code == 200
-        for method, path in (("post", "/recommendations"), ("get", "/ready"), ("get", "/version"), ("get", "/items/i1/similar")):
+        for method, path in (
+            ("post", "/recommendations"),
+            ("get", "/ready"),
+            ("get", "/version"),
+            ("get", "/items/i1/similar"),
+        ):
             kwargs = {"json": {"user_id": "u1"}} if method == "post" else {}
             assert getattr(c, method)(path, **kwargs).status_code == 401
             assert getattr(c, method)(path, headers={"X-API-Key": "wrong"}, **kwargs).status_code == 401
@@ -134,9 +162,31 @@ def test_api_key(local_lake: Lake, tmp_path: Path, bundle_dir: Path):
 
 
 def test_settings_from_env(tmp_path: Path):
-    s = Settings.from_env({"RECSYS_LAKE_URI": "s3://b/p", "RECSYS_S3_ENDPOINT_URL": "http://m:9000", "RECSYS_SERVING_CACHE": str(tmp_path), "RECSYS_POLL_SECONDS": "2.5", "RECSYS_API_KEY": "k", "RECSYS_CANDIDATES": "300"})
-    assert (s.lake_uri, s.s3_endpoint_url, s.cache_dir, s.poll_seconds, s.api_key, s.candidates) == ("s3://b/p", "http://m:9000", tmp_path, 2.5, "k", 300)
+    s = Settings.from_env(
+        {
+            "RECSYS_LAKE_URI": "s3://b/p",
+            "RECSYS_S3_ENDPOINT_URL": "http://m:9000",
+            "RECSYS_SERVING_CACHE": str(tmp_path),
+            "RECSYS_POLL_SECONDS": "2.5",
+            "RECSYS_API_KEY": "k",
+            "RECSYS_CANDIDATES": "300",
+        }
+    )
+    assert (s.lake_uri, s.s3_endpoint_url, s.cache_dir, s.poll_seconds, s.api_key, s.candidates) == (
+        "s3://b/p",
+        "http://m:9000",
+        tmp_path,
+        2.5,
+        "k",
+        300,
+    )
     defaults = Settings.from_env({})
-    assert (defaults.poll_seconds, defaults.candidates, defaults.max_k, defaults.max_recent_items, defaults.api_key) == (10.0, 500, 100, 50, None)
+    assert (
+        defaults.poll_seconds,
+        defaults.candidates,
+        defaults.max_k,
+        defaults.max_recent_items,
+        defaults.api_key,
+    ) == (10.0, 500, 100, 50, None)
     with pytest.raises(ValueError, match="RECSYS_POLL_SECONDS"):
         Settings.from_env({"RECSYS_POLL_SECONDS": "soon"})

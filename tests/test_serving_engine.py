@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from bundle_factory import make_bundle_dir
+
 from recsys_dagster.bundle.format import BundleError
 from recsys_dagster.serving.engine import Engine
 from recsys_dagster.serving.rerank import Filters, category_matches
@@ -36,7 +36,9 @@ def test_loads_bundle(engine: Engine):
 
 
 def test_user_vectors_are_normalized_and_report_unknown(engine: Engine):
-    vec, unknown = engine.user_vectors([["i1", "nope", "i9"], [], ["i2"] * 40], ["mobile", None, "weird"], [3, None, 23])
+    vec, unknown = engine.user_vectors(
+        [["i1", "nope", "i9"], [], ["i2"] * 40], ["mobile", None, "weird"], [3, None, 23]
+    )
     assert vec.shape == (3, 16)
     np.testing.assert_allclose(np.linalg.norm(vec, axis=1), 1.0, atol=1e-5)
     assert unknown == [["nope"], [], []]
@@ -109,7 +111,9 @@ def test_new_user_with_recent_items_is_realtime(engine: Engine):
 def test_filters(engine: Engine):
     cat = engine.catalog.category_path[2]  # cluster 2's leaf path
     prefix = cat.rsplit(" > ", 1)[0]
-    f = Filters(category_prefix=prefix, price_min=20, price_max=150, conditions=frozenset({"new", "used"}), location="Berlin")
+    f = Filters(
+        category_prefix=prefix, price_min=20, price_max=150, conditions=frozenset({"new", "used"}), location="Berlin"
+    )
     rec = engine.recommend("u3", k=10, filters=f, diversity_cap=None, hour=0)
     assert rec.items
     for item in rec.items:
@@ -207,7 +211,9 @@ def test_index_params_are_applied(tmp_path: Path):
         index.add_with_ids(emb[rows], rows.astype(np.int64))
         return index
 
-    d = make_bundle_dir(tmp_path, n_items=200, dim=8, build_index=hnsw, index_type="hnsw", index_params={"efSearch": 77})
+    d = make_bundle_dir(
+        tmp_path, n_items=200, dim=8, build_index=hnsw, index_type="hnsw", index_params={"efSearch": 77}
+    )
     engine = Engine.from_dir(d)
     assert faiss.downcast_index(faiss.downcast_index(engine.index).index).hnsw.efSearch == 77
     assert json.loads((d / "index.json").read_text())["params"] == {"efSearch": 77}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from bundle_factory import make_bundle_dir, write_and_promote
+
 from recsys_dagster.lake import Lake
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,9 +6,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from bundle_factory import make_bundle_dir, write_and_promote
 from fastapi.testclient import TestClient
 
-from bundle_factory import make_bundle_dir, write_and_promote
 from recsys_dagster.bundle.format import POINTER_KEY, bundle_prefix
 from recsys_dagster.lake import Lake
 from recsys_dagster.serving.app import create_app
@@ -112,7 +112,12 @@ def test_corrupted_bundle_is_refused_and_old_keeps_serving(local_lake: Lake, tmp
         local_lake.put_bytes(key, (dirs["v2"] / "items.parquet").read_bytes())
         write_and_promote(local_lake, V2, dirs["v2"])
         assert store.reload_now() is True
-        assert client.get("/version").json() == {**client.get("/version").json(), "version": V2, "refused_version": None, "last_error": None}
+        assert client.get("/version").json() == {
+            **client.get("/version").json(),
+            "version": V2,
+            "refused_version": None,
+            "last_error": None,
+        }
 
 
 def test_bundle_that_fails_to_load_is_refused(local_lake: Lake, tmp_path: Path, dirs):
@@ -158,7 +163,9 @@ def test_promote_and_rollback_through_the_real_pointer_under_load(local_lake: La
             while not stop.is_set():
                 i += 1
                 loaded = bool(seen)
-                r = client.post("/recommendations", json={"user_id": f"u{(n + i) % 50}", "recent_items": ["i1"], "k": 5})
+                r = client.post(
+                    "/recommendations", json={"user_id": f"u{(n + i) % 50}", "recent_items": ["i1"], "k": 5}
+                )
                 if r.status_code == 503 and not loaded:
                     continue
                 if r.status_code != 200 or len(r.json()["items"]) != 5:

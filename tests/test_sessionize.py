@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,9 +14,19 @@ from recsys_dagster.lake import Lake
 from recsys_dagster.spark.io import read_lake_parquet, write_lake_parquet
 from recsys_dagster.spark.sessionize import SESSION_COLUMNS, session_id_for, sessionize, sessionize_partition
 
-UTC = timezone.utc
+UTC = UTC
 GAP = timedelta(minutes=30)
-EVENT_COLUMNS = ("event_id", "user_id", "session_id", "item_id", "event_type", "timestamp", "device_type", "extra", "dt")
+EVENT_COLUMNS = (
+    "event_id",
+    "user_id",
+    "session_id",
+    "item_id",
+    "event_type",
+    "timestamp",
+    "device_type",
+    "extra",
+    "dt",
+)
 SPARK_SCHEMA = (
     "event_id string, user_id string, session_id string, item_id string, event_type string, "
     "timestamp timestamp, device_type string, extra string, dt string"
@@ -27,7 +37,9 @@ def at(s: str) -> datetime:
     return datetime.fromisoformat(s).replace(tzinfo=UTC)
 
 
-def ev(event_id: str, user: str, ts: str | datetime, item: str = "i1", etype: str = "view", device: str = "mobile") -> tuple:
+def ev(
+    event_id: str, user: str, ts: str | datetime, item: str = "i1", etype: str = "view", device: str = "mobile"
+) -> tuple:
     t = at(ts) if isinstance(ts, str) else ts
     return (event_id, user, None, item, etype, t, device, "{}", t.date().isoformat())
 
@@ -54,9 +66,7 @@ def collect(df) -> list[dict]:
 
 def arrow_events(rows: list[tuple]) -> pa.Table:
     cols = list(zip(*rows))
-    schema = pa.schema(
-        [(c, pa.timestamp("us", tz="UTC") if c == "timestamp" else pa.string()) for c in EVENT_COLUMNS]
-    )
+    schema = pa.schema([(c, pa.timestamp("us", tz="UTC") if c == "timestamp" else pa.string()) for c in EVENT_COLUMNS])
     return pa.table([pa.array(list(v), type=schema.field(c).type) for c, v in zip(EVENT_COLUMNS, cols)], schema=schema)
 
 
@@ -168,10 +178,14 @@ def test_three_days_every_event_in_exactly_one_partition(spark):
             t += rng.choice(steps)
             if t >= t_end:
                 break
-            rows.append(ev(f"e{n:04d}", f"u{u}", t, item=f"i{rng.randint(0, 9)}", etype=rng.choice(list(EVENT_WEIGHTS))))
+            rows.append(
+                ev(f"e{n:04d}", f"u{u}", t, item=f"i{rng.randint(0, 9)}", etype=rng.choice(list(EVENT_WEIGHTS)))
+            )
             n += 1
     # Sessions across both midnights, so the boundary rule is exercised with certainty.
-    for i, ts in enumerate(["2026-10-05T23:50:00", "2026-10-06T00:15:00", "2026-10-06T23:59:59", "2026-10-07T00:20:00"]):
+    for i, ts in enumerate(
+        ["2026-10-05T23:50:00", "2026-10-06T00:15:00", "2026-10-06T23:59:59", "2026-10-07T00:20:00"]
+    ):
         rows.append(ev(f"m{i}", "night", ts))
     rng.shuffle(rows)
 
@@ -263,15 +277,17 @@ def test_sessionize_partition_writes_contract_schema_and_summary(spark, any_lake
         sessionize_partition(spark, any_lake, "2026-10-07", staging_dir=tmp_path / "s0")
 
     summary = sessionize_partition(spark, any_lake, "2026-10-06", staging_dir=tmp_path / "s2")
-    assert (summary["sessions"], summary["events"], summary["users"]) == (2, 5, 2)
-    assert (summary["input_events"], summary["duplicate_events"], summary["files"]) == (8, 1, 1)
-    assert summary["length_histogram"]["2"] == 1 and summary["length_histogram"]["3-5"] == 1
-    assert sum(summary["length_histogram"].values()) == 2
-    assert summary["duration_p50_s"] == pytest.approx(1500.0) and summary["duration_p95_s"] <= 1800.0
-    assert len(summary["preview"]) == 2 and isinstance(summary["preview"][0]["start_ts"], str)
+    assert (summary.sessions, summary.events, summary.users) == (2, 5, 2)
+    assert (summary.input_events, summary.duplicate_events, summary.files) == (8, 1, 1)
+    assert summary.length_histogram["2"] == 1 and summary.length_histogram["3-5"] == 1
+    assert sum(summary.length_histogram.values()) == 2
+    assert summary.duration_p50_s == pytest.approx(1500.0) and summary.duration_p95_s <= 1800.0
+    assert len(summary.preview) == 2 and isinstance(summary.preview[0]["start_ts"], str)
 
     table = any_lake.read_parquet("sessions/dt=2026-10-06")
-    assert [(f.name, _plain(f.type)) for f in table.schema] == [(f.name, _plain(f.type)) for f in _expected_arrow_schema()]
+    assert [(f.name, _plain(f.type)) for f in table.schema] == [
+        (f.name, _plain(f.type)) for f in _expected_arrow_schema()
+    ]
     rows = sorted(table.to_pylist(), key=lambda r: r["user_id"])
     assert [r["event_ids"] for r in rows] == [["a1", "b1"], ["b2", "b3", "b4"]]
     assert rows[0]["start_ts"] == at("2026-10-05T23:50:00")
@@ -279,7 +295,7 @@ def test_sessionize_partition_writes_contract_schema_and_summary(spark, any_lake
 
     # Idempotent: a re-run replaces the partition, it does not add to it.
     again = sessionize_partition(spark, any_lake, "2026-10-06", staging_dir=tmp_path / "s3")
-    assert again["sessions"] == 2
+    assert again.sessions == 2
     assert len([k for k in any_lake.list_keys("sessions/dt=2026-10-06") if k.endswith(".parquet")]) == 1
     assert any_lake.read_parquet("sessions/dt=2026-10-06").num_rows == 2
 
@@ -288,10 +304,10 @@ def test_preview_shortens_long_lists(spark, local_lake: Lake, tmp_path: Path):
     rows = [ev(f"e{i:02d}", "u1", at("2026-10-06T10:00:00") + timedelta(minutes=i)) for i in range(8)]
     local_lake.write_partition("events/dt=2026-10-06", arrow_events(rows))
     summary = sessionize_partition(spark, local_lake, "2026-10-06", staging_dir=tmp_path / "s")
-    [p] = summary["preview"]
+    [p] = summary.preview
     assert p["event_ids"] == ["e00", "e01", "e02", "e03", "e04", "... (+3)"]
-    assert summary["length_histogram"]["6-10"] == 1
-    assert summary["duration_p50_s"] == summary["duration_p95_s"] == 420.0
+    assert summary.length_histogram["6-10"] == 1
+    assert summary.duration_p50_s == summary.duration_p95_s == 420.0
 
 
 def test_day_without_closing_sessions_writes_an_empty_partition(spark, local_lake: Lake, tmp_path: Path):
@@ -299,7 +315,7 @@ def test_day_without_closing_sessions_writes_an_empty_partition(spark, local_lak
     # but the partition exists with the contract's columns.
     local_lake.write_partition("events/dt=2026-10-06", arrow_events([ev("e1", "u1", "2026-10-06T23:45:00")]))
     summary = sessionize_partition(spark, local_lake, "2026-10-06", staging_dir=tmp_path / "s")
-    assert (summary["sessions"], summary["events"], summary["input_events"], summary["preview"]) == (0, 0, 1, [])
+    assert (summary.sessions, summary.events, summary.input_events, summary.preview) == (0, 0, 1, [])
     table = local_lake.read_parquet("sessions/dt=2026-10-06")
     assert table.num_rows == 0 and table.schema.names == list(SESSION_COLUMNS)
 

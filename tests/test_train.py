@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from synthetic import synthetic_tables
 
-from recsys_dagster.ml.data import synthetic_tables
 from recsys_dagster.ml.embed import item_embeddings
 from recsys_dagster.ml.train import CHECKPOINT, TrainConfig, resolve_device, train_two_tower
 
@@ -81,9 +81,9 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path):
     train, val, items = synthetic_tables(**TINY)
-    a = train_two_tower(train, val, items, _cfg(epochs=1), tmp_path / "a", resume=False)
-    b = train_two_tower(train, val, items, _cfg(epochs=1), tmp_path / "b", resume=False)
-    c = train_two_tower(train, val, items, _cfg(epochs=1, seed=7), tmp_path / "c", resume=False)
+    a = train_two_tower(train, val, items, _cfg(epochs=1, resume=False), tmp_path / "a")
+    b = train_two_tower(train, val, items, _cfg(epochs=1, resume=False), tmp_path / "b")
+    c = train_two_tower(train, val, items, _cfg(epochs=1, seed=7, resume=False), tmp_path / "c")
     sa, sb, sc = a.model.state_dict(), b.model.state_dict(), c.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
@@ -108,31 +108,31 @@ def test_resolve_device():
             resolve_device("cuda")
 
 
-def test_mlflow_run_registered_version_and_champion(trained, tmp_path, monkeypatch):
+def test_mlflow_run_registered_version_and_champion(trained, tmp_path):
     import mlflow
 
     from recsys_dagster.ml import tracking
+    from recsys_dagster.settings import Settings
 
-    monkeypatch.setenv("RECSYS_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("MLFLOW_UI_URL", "http://mlflow.example:5000/")
+    env = {"RECSYS_HOME": str(tmp_path / "home"), "MLFLOW_UI_URL": "http://mlflow.example:5000/"}
+    store = tracking.TrackingStore.from_settings(Settings.from_env(env))
     res, _ = trained
-    with tracking.start_run("week-2026-10-12", tags={"week": "2026-10-12"}) as run:
+    with tracking.start_run(store, "week-2026-10-12", tags={"week": "2026-10-12"}) as run:
         tracking.log_params({"dim": 16, "epochs": 3})
         for h in res.history:
             tracking.log_epoch_metrics(h["epoch"], h)
-        run_id, version = tracking.log_model_and_register(res.model)
+        run_id, version = tracking.log_model_and_register(store, res.model)
     assert run_id == run.info.run_id and version == "1"
-    assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
+    assert store.tracking_uri == f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
     data = mlflow.get_run(run_id).data
     assert data.params["dim"] == "16" and "val_recall_at_20" in data.metrics and data.tags["week"] == "2026-10-12"
-    assert tracking.champion_version() is None
-    tracking.set_champion_alias(tracking.MODEL_NAME, version)
-    assert tracking.champion_version() == "1"
-    url = tracking.run_url(run_id)
+    assert tracking.champion_version(store) is None
+    tracking.set_champion_alias(store, version)
+    assert tracking.champion_version(store) == "1"
+    url = tracking.run_url(store, run_id)
     assert url.startswith("http://mlflow.example:5000/#/experiments/") and url.endswith(f"/runs/{run_id}")
     assert any((tmp_path / "home" / "mlartifacts").rglob("MLmodel"))
-    loaded = mlflow.pytorch.load_model(f"models:/{tracking.MODEL_NAME}@champion")
+    loaded = mlflow.pytorch.load_model(f"models:/{store.model_name}@champion")
     args = [torch.from_numpy(a) for a in tracking.user_tower_input_example(16, batch=3, length=7)]
     with torch.no_grad():
         torch.testing.assert_close(loaded(*args), res.model.user_tower(*args))

@@ -4,7 +4,8 @@ hand-made sessions and catalog snapshots."""
 from __future__ import annotations
 
 import random
-from datetime import date, datetime, timedelta, timezone
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,9 +14,9 @@ import pytest
 from pyspark.sql import functions as F
 
 from recsys_dagster.contract import EVENT_WEIGHTS, day_prefix
+from recsys_dagster.spark.examples import ExampleConfig, ExampleCounts, ExamplesSummary
 from recsys_dagster.spark.leakage import check_counts, check_negatives_disjoint, check_no_leakage
 from recsys_dagster.spark.training import (
-    ExampleConfig,
     TrainingDataError,
     alias_table,
     build_examples,
@@ -37,10 +38,11 @@ LEGO = "Toys > Lego > Rare"  # a leaf with one item: hard negatives must fall ba
 
 
 def ts(day: int, hh: int, mm: int = 0) -> datetime:
-    return datetime(2026, 10, day, hh, mm, tzinfo=timezone.utc)
+    return datetime(2026, 10, day, hh, mm, tzinfo=UTC)
 
 
 # --- hand-made data -----------------------------------------------------------------------
+
 
 def _session(sid: str, user: str, events: list[tuple[str, str, datetime]], device: str = "mobile") -> dict:
     events = sorted(events, key=lambda e: e[2])
@@ -66,14 +68,37 @@ def _session(sid: str, user: str, events: list[tuple[str, str, datetime]], devic
 def make_sessions() -> list[dict]:
     s = [
         # u1: the history walk-through (see test_history_strictly_before_and_deduped)
-        _session("s1", "u1", [("a0", "view", ts(19, 10)), ("a1", "view", ts(19, 10, 5)), ("a0", "purchase", ts(19, 10, 10)), ("a0", "click", ts(19, 10, 20))]),
-        _session("s2", "u1", [("a2", "view", ts(20, 9)), ("a3", "view", ts(20, 9)), ("a0", "click", ts(20, 9, 30))], "desktop"),
+        _session(
+            "s1",
+            "u1",
+            [
+                ("a0", "view", ts(19, 10)),
+                ("a1", "view", ts(19, 10, 5)),
+                ("a0", "purchase", ts(19, 10, 10)),
+                ("a0", "click", ts(19, 10, 20)),
+            ],
+        ),
+        _session(
+            "s2",
+            "u1",
+            [("a2", "view", ts(20, 9)), ("a3", "view", ts(20, 9)), ("a0", "click", ts(20, 9, 30))],
+            "desktop",
+        ),
         _session("s3", "u1", [("a1", "view", ts(22, 12))]),
         _session("s4", "u1", [("s0", "purchase", ts(24, 8))]),
         # u2: a session across midnight (train -> validation), an item only seen in events,
         # the one-item leaf, and strongest-event ties (two purchases: the first one counts)
         _session("s5", "u2", [("p0", "view", ts(21, 23, 50)), ("p1", "click", ts(22, 0, 10))]),
-        _session("s6", "u2", [("ghost", "view", ts(20, 8)), ("t0", "click", ts(20, 8, 5)), ("p2", "purchase", ts(20, 8, 10)), ("p2", "purchase", ts(20, 8, 20))]),
+        _session(
+            "s6",
+            "u2",
+            [
+                ("ghost", "view", ts(20, 8)),
+                ("t0", "click", ts(20, 8, 5)),
+                ("p2", "purchase", ts(20, 8, 10)),
+                ("p2", "purchase", ts(20, 8, 20)),
+            ],
+        ),
         _session("s7", "u2", [("s1", "view", ts(25, 7))]),
     ]
     rng = random.Random(7)
@@ -83,7 +108,10 @@ def make_sessions() -> list[dict]:
             if rng.random() < 0.3:
                 continue
             start = ts(day, rng.randrange(8, 20), rng.randrange(0, 50))
-            evs = [(rng.choice(items), rng.choice(list(EVENT_WEIGHTS)), start + timedelta(minutes=3 * i)) for i in range(rng.randrange(2, 6))]
+            evs = [
+                (rng.choice(items), rng.choice(list(EVENT_WEIGHTS)), start + timedelta(minutes=3 * i))
+                for i in range(rng.randrange(2, 6))
+            ]
             s.append(_session(f"r{u}-{day}", f"u{u}", evs, rng.choice(["mobile", "desktop", "tablet"])))
     return s
 
@@ -102,35 +130,77 @@ def make_catalog(dt: str, with_old: bool) -> list[dict]:
 def _item(item_id: str, path: str, dt: str) -> dict:
     levels = (path.split(" > ") + ["", "", ""])[:3]
     return {
-        "item_id": item_id, "title": f"title {item_id} {dt}", "description": "d", "category_path": path,
-        "price": 10.0, "currency": "EUR", "brand": "b", "location": "Berlin", "condition": "used",
-        "image_url": "http://x", "created_at": datetime(2026, 9, 1, tzinfo=timezone.utc),
-        "category_l1": levels[0], "category_l2": levels[1], "category_l3": levels[2], "extra": "{}", "dt": dt,
+        "item_id": item_id,
+        "title": f"title {item_id} {dt}",
+        "description": "d",
+        "category_path": path,
+        "price": 10.0,
+        "currency": "EUR",
+        "brand": "b",
+        "location": "Berlin",
+        "condition": "used",
+        "image_url": "http://x",
+        "created_at": datetime(2026, 9, 1, tzinfo=UTC),
+        "category_l1": levels[0],
+        "category_l2": levels[1],
+        "category_l3": levels[2],
+        "extra": "{}",
+        "dt": dt,
     }
 
 
 TS = pa.timestamp("us", tz="UTC")
-SESSION_SCHEMA = pa.schema([
-    ("session_id", pa.string()), ("user_id", pa.string()), ("start_ts", TS), ("end_ts", TS),
-    ("duration_s", pa.float64()), ("item_ids", pa.list_(pa.string())), ("event_types", pa.list_(pa.string())),
-    ("event_ids", pa.list_(pa.string())), ("timestamps", pa.list_(TS)), ("event_weights", pa.list_(pa.float64())),
-    ("device_type", pa.string()), ("n_events", pa.int64()), ("n_items", pa.int64()), ("dt", pa.string()),
-])
-CATALOG_SCHEMA = pa.schema([
-    ("item_id", pa.string()), ("title", pa.string()), ("description", pa.string()), ("category_path", pa.string()),
-    ("price", pa.float64()), ("currency", pa.string()), ("brand", pa.string()), ("location", pa.string()),
-    ("condition", pa.string()), ("image_url", pa.string()), ("created_at", TS), ("category_l1", pa.string()),
-    ("category_l2", pa.string()), ("category_l3", pa.string()), ("extra", pa.string()), ("dt", pa.string()),
-])
+SESSION_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("user_id", pa.string()),
+        ("start_ts", TS),
+        ("end_ts", TS),
+        ("duration_s", pa.float64()),
+        ("item_ids", pa.list_(pa.string())),
+        ("event_types", pa.list_(pa.string())),
+        ("event_ids", pa.list_(pa.string())),
+        ("timestamps", pa.list_(TS)),
+        ("event_weights", pa.list_(pa.float64())),
+        ("device_type", pa.string()),
+        ("n_events", pa.int64()),
+        ("n_items", pa.int64()),
+        ("dt", pa.string()),
+    ]
+)
+CATALOG_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("title", pa.string()),
+        ("description", pa.string()),
+        ("category_path", pa.string()),
+        ("price", pa.float64()),
+        ("currency", pa.string()),
+        ("brand", pa.string()),
+        ("location", pa.string()),
+        ("condition", pa.string()),
+        ("image_url", pa.string()),
+        ("created_at", TS),
+        ("category_l1", pa.string()),
+        ("category_l2", pa.string()),
+        ("category_l3", pa.string()),
+        ("extra", pa.string()),
+        ("dt", pa.string()),
+    ]
+)
 CATALOG_DAYS = ("2026-10-19", "2026-10-24")
 
 
 def write_lake(lake, sessions: list[dict], session_days: set[str] | None = None) -> None:
     for dt in sorted({s["dt"] for s in sessions}):
         if session_days is None or dt in session_days:
-            lake.write_partition(day_prefix("sessions", dt), pa.Table.from_pylist([s for s in sessions if s["dt"] == dt], SESSION_SCHEMA))
+            lake.write_partition(
+                day_prefix("sessions", dt), pa.Table.from_pylist([s for s in sessions if s["dt"] == dt], SESSION_SCHEMA)
+            )
     for dt in CATALOG_DAYS:
-        lake.write_partition(day_prefix("catalog", dt), pa.Table.from_pylist(make_catalog(dt, dt == CATALOG_DAYS[0]), CATALOG_SCHEMA))
+        lake.write_partition(
+            day_prefix("catalog", dt), pa.Table.from_pylist(make_catalog(dt, dt == CATALOG_DAYS[0]), CATALOG_SCHEMA)
+        )
 
 
 def spark_frames(spark, tmp: Path):
@@ -150,7 +220,7 @@ def collect(out: dict) -> dict[str, list[dict]]:
         for r in rows:
             for c in stamps:
                 if r[c] is not None:
-                    r[c] = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=r[c])
+                    r[c] = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=r[c])
         got[name] = rows
     return got
 
@@ -187,6 +257,7 @@ def find(got: dict, user: str, session: str, item: str) -> dict:
 
 # --- calendar and pure helpers ----------------------------------------------------------------
 
+
 def test_split_for_and_quota():
     assert split_for(date(2026, 10, 21), WEEK_END, CFG) == "train"
     assert split_for(date(2026, 10, 18), WEEK_END, CFG) == "train"  # session started before the window
@@ -198,11 +269,11 @@ def test_split_for_and_quota():
         split_for(date(2026, 10, 26), WEEK_END, CFG)
     assert negative_quota(ExampleConfig()) == {"popular": 4, "uniform": 2, "hard": 2}
     assert negative_quota(ExampleConfig(negatives=5)) == {"popular": 3, "uniform": 1, "hard": 1}
-    assert sum(negative_quota(ExampleConfig(negatives=7, mix=(0.2, 0.3, 0.5))).values()) == 7
+    assert sum(negative_quota(ExampleConfig(negatives=7, mix_popular=0.2, mix_uniform=0.3, mix_hard=0.5)).values()) == 7
     with pytest.raises(ValueError, match="window_days"):
         ExampleConfig(window_days=4, validation_days=2, test_days=2)
     with pytest.raises(ValueError, match="mix"):
-        ExampleConfig(mix=(0.5, 0.5, 0.5))
+        ExampleConfig(mix_popular=0.5, mix_uniform=0.5, mix_hard=0.5)
 
 
 def test_alias_table_matches_weights():
@@ -219,6 +290,7 @@ def test_alias_table_matches_weights():
 
 
 # --- examples -----------------------------------------------------------------------------------
+
 
 def test_positive_is_strongest_event_at_first_time(built):
     _, got = built
@@ -331,7 +403,9 @@ def test_negatives_exhaust_small_catalog_exactly(spark):
     # 8 active items, the user's 3 positives leave exactly 5: K=5 must find them all
     # (random draws alone rarely do), K=6 cannot and leaves the rows short for the checks.
     # No item has a category: no hard draws at all, the quota goes to uniform.
-    positives = spark.createDataFrame([("u", f"s{i}", f"i{i}") for i in range(3)], "user_id string, session_id string, item_id string")
+    positives = spark.createDataFrame(
+        [("u", f"s{i}", f"i{i}") for i in range(3)], "user_id string, session_id string, item_id string"
+    )
     items = spark.createDataFrame(
         [(f"i{i}", True, 1, None) for i in range(8)] + [("gone", False, 5, None)],
         "item_id string, active boolean, train_count long, category_path string",
@@ -355,6 +429,7 @@ def test_bad_sessions_raise(spark, frames):
 
 # --- checks ----------------------------------------------------------------------------------------
 
+
 def test_leakage_checks_pass_on_good_output(built):
     out, _ = built
     leak = check_no_leakage(out["train"], out["validation"], out["test"])
@@ -375,7 +450,9 @@ def test_leakage_check_fails_on_time_order_and_future_history(built):
     # u1's first positive (a1 at 10:05) is given s0 (first seen on the 24th) in its history
     future = out["train"].withColumn(
         "history",
-        F.when((F.col("session_id") == "s1") & (F.col("item_id") == "a1"), F.array(F.lit("s0"))).otherwise(F.col("history")),
+        F.when((F.col("session_id") == "s1") & (F.col("item_id") == "a1"), F.array(F.lit("s0"))).otherwise(
+            F.col("history")
+        ),
     )
     bad = check_no_leakage(future, out["validation"], out["test"])
     assert not bad.passed
@@ -388,7 +465,9 @@ def test_negatives_check_fails_on_user_positive(built):
     # u1 bought s0 in the test days; a train row of u1 gets it as a negative
     leaky = out["train"].withColumn(
         "negatives",
-        F.when(F.col("session_id") == "s1", F.array_union(F.array(F.lit("s0")), F.col("negatives"))).otherwise(F.col("negatives")),
+        F.when(F.col("session_id") == "s1", F.array_union(F.array(F.lit("s0")), F.col("negatives"))).otherwise(
+            F.col("negatives")
+        ),
     )
     bad = check_negatives_disjoint(leaky, every.select("user_id", "item_id"))
     assert not bad.passed and bad.metadata["negatives_user_positive"] == 2
@@ -398,57 +477,69 @@ def test_negatives_check_fails_on_user_positive(built):
 
 
 def test_check_counts_pass_and_fail():
-    good = {"counts": {"train": 10, "validation": 3, "test": 2}, "bad_negative_rows": 0,
-            "negative_mix": {"popular": 30, "uniform": 15, "hard": 15}}
+    good = ExampleCounts(
+        counts={"train": 10, "validation": 3, "test": 2},
+        negatives_per_row=4,
+        bad_negative_rows=0,
+        negative_mix={"popular": 30, "uniform": 15, "hard": 15},
+        users=5,
+        items=20,
+        active_items=20,
+        timestamp_ranges={},
+    )
     assert check_counts(good, CFG).passed
-    flat = {"train": 10, "validation": 3, "test": 2, "bad_negative_rows": 0, "negative_mix": good["negative_mix"]}
-    assert check_counts(flat, CFG).passed
-    empty = {**good, "counts": {"train": 12, "validation": 3, "test": 0}}
+    assert ExampleCounts.from_json(good.to_json()) == good
+    empty = replace(good, counts={"train": 12, "validation": 3, "test": 0})
     res = check_counts(empty, CFG)
     assert not res.passed and "test" in res.description
-    wrong_k = {**good, "bad_negative_rows": 1, "negative_mix": {"popular": 30, "uniform": 14, "hard": 15}}
+    wrong_k = replace(good, bad_negative_rows=1, negative_mix={"popular": 30, "uniform": 14, "hard": 15})
     assert not check_counts(wrong_k, CFG).passed
-    skewed = {**good, "negative_mix": {"popular": 30, "uniform": 28, "hard": 2}}
+    skewed = replace(good, negative_mix={"popular": 30, "uniform": 28, "hard": 2})
     res = check_counts(skewed, CFG)
     assert not res.passed and "mix" in res.description
 
 
 # --- the partition on a lake --------------------------------------------------------------
 
-def _assert_partition(lake, counts: dict, expected: dict) -> None:
+
+def _assert_partition(lake, counts: ExamplesSummary, expected: dict) -> None:
     """The lake partition is complete, typed per contract, and equal to `build_examples` on
     the same data read as one file (so the output does not depend on input layout)."""
     base = f"training/week={WEEK}"
-    tables = {name: lake.read_parquet(f"{base}/{name}") for name in ("train", "validation", "test", "items", "user_histories")}
+    tables = {
+        name: lake.read_parquet(f"{base}/{name}") for name in ("train", "validation", "test", "items", "user_histories")
+    }
     for s in ("train", "validation", "test"):
         t = tables[s]
-        assert t.num_rows == counts["counts"][s] > 0
+        assert t.num_rows == counts.counts[s] > 0
         assert t.schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
         assert t.schema.field("hour").type == pa.int32()
         for col in ("history", "negatives", "negative_kinds"):
             assert t.schema.field(col).type.value_type == pa.string()
         assert set(t.column("split").to_pylist()) == {s}
-    assert tables["items"].num_rows == counts["items"]
-    assert tables["user_histories"].num_rows == counts["users"]
-    assert sum(counts["negative_mix"].values()) == CFG.negatives * sum(counts["counts"].values())
-    assert counts["bad_negative_rows"] == 0
+    assert tables["items"].num_rows == counts.items
+    assert tables["user_histories"].num_rows == counts.users
+    assert sum(counts.negative_mix.values()) == CFG.negatives * sum(counts.counts.values())
+    assert counts.bad_negative_rows == 0
     # the keys the training_examples asset reads
-    assert {"counts", "negative_mix", "users", "items", "active_items", "window_days_present", "split_ranges"} <= set(counts)
-    assert counts["split_ranges"]["validation"] == ["2026-10-22", "2026-10-23"]
-    assert counts["window"] == ["2026-10-19", "2026-10-25"]
+    assert ExamplesSummary.from_json(counts.to_json()) == counts  # summary.json round trip
+    assert counts.split_ranges["validation"] == ["2026-10-22", "2026-10-23"]
+    assert counts.window == ["2026-10-19", "2026-10-25"]
     outcome = check_counts(counts, CFG, tolerance=0.25)  # tiny catalog: many hard draws fall back
     assert outcome.passed, outcome.description
     key = lambda r: (r["session_id"], r["item_id"])  # noqa: E731
     for s in ("train", "validation", "test"):
         assert sorted(tables[s].to_pylist(), key=key) == sorted(expected[s], key=key)
-    assert sorted(tables["user_histories"].to_pylist(), key=lambda r: r["user_id"]) == sorted(expected["user_histories"], key=lambda r: r["user_id"])
+    assert sorted(tables["user_histories"].to_pylist(), key=lambda r: r["user_id"]) == sorted(
+        expected["user_histories"], key=lambda r: r["user_id"]
+    )
 
 
 def test_training_partition_local(spark, local_lake, tmp_path, built):
     write_lake(local_lake, make_sessions())
     counts = training_partition(spark, local_lake, WEEK, CFG, tmp_path / "stage")
-    assert counts["window_days_present"] == [f"2026-10-{d}" for d in range(19, 26)]
-    assert counts["catalog_days_present"] == list(CATALOG_DAYS)
+    assert counts.window_days_present == [f"2026-10-{d}" for d in range(19, 26)]
+    assert counts.catalog_days_present == list(CATALOG_DAYS)
     _assert_partition(local_lake, counts, built[1])
 
 

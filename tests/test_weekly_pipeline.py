@@ -17,11 +17,22 @@ pytestmark = pytest.mark.spark
 
 START = date(2026, 10, 5)
 WEEK = "2026-10-12"
+MODEL = "shop-recs"  # not the default name: every MLflow call must follow the resource
 ALL = [
-    ingest.raw_events, ingest.raw_catalog, ingest.catalog, ingest.events, sessions.sessions,
-    training.training_examples, model.two_tower_model, index.item_embeddings, index.faiss_index,
-    evaluation.model_evaluation, deployment.deployment,
-    *DAILY_CHECKS, *training.TRAINING_CHECKS, *index.INDEX_CHECKS,
+    ingest.raw_events,
+    ingest.raw_catalog,
+    ingest.catalog,
+    ingest.events,
+    sessions.sessions,
+    training.training_examples,
+    model.two_tower_model,
+    index.item_embeddings,
+    index.faiss_index,
+    evaluation.model_evaluation,
+    deployment.deployment,
+    *DAILY_CHECKS,
+    *training.TRAINING_CHECKS,
+    *index.INDEX_CHECKS,
 ]
 WEEKLY = ["training_examples", "two_tower_model", "item_embeddings", "faiss_index", "model_evaluation", "deployment"]
 
@@ -38,13 +49,19 @@ def weekly_run(tmp_path_factory, spark):
     resources = {
         "lake": LakeResource(uri=lake.uri),
         "spark": SparkResource(master="local[2]"),
-        "mlflow": MlflowResource(tracking_uri=f"sqlite:///{home / 'mlflow.db'}"),
-        "compute": ComputeResource(device="auto"),
+        "mlflow": MlflowResource(
+            tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+            artifact_root=str(home / "mlartifacts"),
+            registered_model=MODEL,
+        ),
+        "compute": ComputeResource(device="auto", checkpoint_root=str(home / "checkpoints")),
     }
     instance = DagsterInstance.ephemeral()
     for i in range(14):
         dt = (START + timedelta(days=i)).isoformat()
-        assert materialize(ALL, partition_key=dt, resources=resources, instance=instance, selection=["catalog", "events", "sessions"]).success
+        assert materialize(
+            ALL, partition_key=dt, resources=resources, instance=instance, selection=["catalog", "events", "sessions"]
+        ).success
     result = materialize(
         ALL,
         partition_key=WEEK,
@@ -91,6 +108,7 @@ def test_model_metadata_links_mlflow_and_beats_popularity(weekly_run):
     assert m["per_epoch"]
     assert m["onnx_max_abs_diff"] < 1e-4
     assert m["device"] == "cpu"
+    assert m["registered_model"].startswith(f"{MODEL} v")
 
 
 def test_index_and_evaluation_metadata(weekly_run):
@@ -107,12 +125,15 @@ def test_first_model_is_promoted_and_rollback_job_refuses_without_history(weekly
     lake, instance, resources, result = weekly_run
     d = _meta(result, "deployment")
     assert d["promoted"] is True and d["week"] == WEEK
+    assert d["mlflow_champion"].startswith(f"{MODEL} v")
     from recsys_dagster.bundle.format import read_pointer
 
     pointer = read_pointer(lake)
     assert pointer["week"] == WEEK
     rules = {r["name"]: r for r in pointer["gate"]["rules"]}
-    assert rules["no_regression_vs_champion"]["passed"] and "no champion" in rules["no_regression_vs_champion"]["detail"]
+    assert (
+        rules["no_regression_vs_champion"]["passed"] and "no champion" in rules["no_regression_vs_champion"]["detail"]
+    )
 
     # Only one version was ever promoted: the rollback job fails with a clear reason and
     # leaves the pointer alone.

@@ -1,10 +1,42 @@
-"""Small helpers shared by the asset modules: metadata formatting and run context."""
+"""Small helpers shared by the asset modules: config derived from the plain dataclasses,
+and metadata formatting."""
 
-
+import dataclasses
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dagster import MetadataValue
+from dagster import Config, MetadataValue
+from pydantic import Field
+
+T = typing.TypeVar("T")
+
+
+def config_from(plain: type, *, exclude: Sequence[str] = (), doc: str | None = None) -> type[Config]:
+    """A Dagster `Config` whose fields (type, default, description) are those of the plain
+    dataclass `plain`, so every default is declared once, in the module that uses it.
+    Fields in `exclude` come from resources or settings instead of run config."""
+    hints = typing.get_type_hints(plain)
+    annotations: dict[str, Any] = {}
+    namespace: dict[str, Any] = {}
+    for f in dataclasses.fields(plain):
+        if f.name in exclude:
+            continue
+        if f.default is dataclasses.MISSING:
+            raise TypeError(f"{plain.__name__}.{f.name} needs a plain default to become run config")
+        annotations[f.name] = hints[f.name]
+        namespace[f.name] = Field(default=f.default, description=f.metadata.get("doc"))
+    namespace["__annotations__"] = annotations
+    namespace["__doc__"] = doc or plain.__doc__
+    namespace["__module__"] = plain.__module__
+    return type(f"{plain.__name__}Settings", (Config,), namespace)
+
+
+def to_plain(config: Config, plain: type[T], **overrides: Any) -> T:
+    """The plain dataclass from a derived config (plus values from resources/settings)."""
+    names = {f.name for f in dataclasses.fields(plain)}
+    values = {k: v for k, v in config.model_dump().items() if k in names}
+    return plain(**{**values, **overrides})
 
 
 def md_table(rows: Sequence[Mapping[str, Any]], max_rows: int = 10, max_width: int = 60) -> MetadataValue:

@@ -6,10 +6,8 @@ from pathlib import Path
 
 from dagster import (
     AssetCheckKey,
-    AssetKey,
     AssetDep,
     AssetExecutionContext,
-    Config,
     DagsterInstance,
     LastPartitionMapping,
     MaterializeResult,
@@ -17,47 +15,57 @@ from dagster import (
     asset,
 )
 
-from recsys_dagster import settings
-from recsys_dagster.bundle.format import MANIFEST, bundle_prefix
+from recsys_dagster.assets.common import config_from, to_plain
+from recsys_dagster.assets.index import INDEX_CHECKS
+from recsys_dagster.assets.training import TRAINING_CHECKS
+from recsys_dagster.bundle.gate import GateConfig
+from recsys_dagster.checks.asset_checks import sessions_expectations
 from recsys_dagster.contract import EVALUATION, SESSIONS
+from recsys_dagster.jobs.partitions import TRAINING_WINDOW_DAYS
 from recsys_dagster.resources.lake import LakeResource
 from recsys_dagster.resources.mlflow import MlflowResource
 
-WEEKLY_CHECKS = (
-    ("training_examples", "training_examples_no_leakage"),
-    ("training_examples", "training_examples_negatives_disjoint"),
-    ("training_examples", "training_examples_counts"),
-    ("item_embeddings", "item_embeddings_valid"),
-    ("faiss_index", "faiss_index_recall"),
-)
+GateSettings = config_from(GateConfig)
 
 
-class GateSettings(Config):
-    baseline_margin: float = 0.10
-    champion_tolerance: float = 0.01
-    min_index_recall: float = 0.95
-    latency_budget_ms: float = 50.0
+def blocking_check_keys(checks) -> list[AssetCheckKey]:
+    """The keys of the blocking checks among `checks` (asset check definitions)."""
+    return [spec.key for c in checks for spec in c.check_specs if spec.blocking]
 
 
-def upstream_checks(instance: DagsterInstance, lake, week: str) -> dict[str, bool]:
-    """Latest result of every blocking check behind the week's candidate: the weekly ones
-    and the sessions suite of each day in the training window that has data."""
+# Derived from the definitions, so a new blocking check guards the gate without retyping.
+WEEKLY_CHECKS = blocking_check_keys([*TRAINING_CHECKS, *INDEX_CHECKS])
+DAILY_GATE_CHECKS = blocking_check_keys([sessions_expectations])
+
+
+def latest_check_passed(instance: DagsterInstance, key: AssetCheckKey, partition: str) -> bool:
+    """Whether the latest execution of check `key` for `partition` succeeded.
+
+    Dagster has no public API for per-partition check records yet; this uses its internal
+    one, and tests/test_definitions.py fails loudly if an upgrade moves it."""
     from dagster._core.event_api import PartitionKeyFilter
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-    wanted = [(AssetCheckKey(asset_key=AssetKey(a), name=c), week) for a, c in WEEKLY_CHECKS]
+    records = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [key], partition_filter=PartitionKeyFilter(key=partition)
+    )
+    record = records.get(key)
+    return record is not None and record.status == AssetCheckExecutionRecordStatus.SUCCEEDED
+
+
+def upstream_checks(
+    instance: DagsterInstance, lake, week: str, window_days: int = TRAINING_WINDOW_DAYS
+) -> dict[str, bool]:
+    """Latest result of every blocking check behind the week's candidate: the weekly ones
+    and the sessions suite of each day in the training window that has data."""
+    wanted = [(key, week) for key in WEEKLY_CHECKS]
     sunday = date.fromisoformat(week) + timedelta(days=6)
     present = set(lake.list_partitions(SESSIONS))
-    for i in range(settings.training_window_days()):
+    for i in range(window_days):
         day = (sunday - timedelta(days=i)).isoformat()
         if day in present:
-            wanted.append((AssetCheckKey(asset_key=AssetKey("sessions"), name="sessions_expectations"), day))
-    out: dict[str, bool] = {}
-    for key, partition in wanted:
-        records = instance.event_log_storage.get_latest_asset_check_execution_by_key([key], partition_filter=PartitionKeyFilter(key=partition))
-        record = records.get(key)
-        out[f"{key.name}[{partition}]"] = record is not None and record.status == AssetCheckExecutionRecordStatus.SUCCEEDED
-    return out
+            wanted += [(key, day) for key in DAILY_GATE_CHECKS]
+    return {f"{key.name}[{partition}]": latest_check_passed(instance, key, partition) for key, partition in wanted}
 
 
 @asset(
@@ -72,45 +80,43 @@ def upstream_checks(instance: DagsterInstance, lake, week: str) -> dict[str, boo
     "promoted/manifest.json and moves the MLflow `champion` alias; otherwise production is untouched and "
     "the reasons are recorded.",
 )
-def deployment(context: AssetExecutionContext, config: GateSettings, lake: LakeResource, mlflow: MlflowResource) -> MaterializeResult:
-    from recsys_dagster.bundle.gate import GateConfig
+def deployment(
+    context: AssetExecutionContext, config: GateSettings, lake: LakeResource, mlflow: MlflowResource
+) -> MaterializeResult:
     from recsys_dagster.bundle.release import release
+    from recsys_dagster.ml.tracking import set_champion_alias
 
     the_lake = lake.get_lake()
     week = context.run.tags.get("dagster/partition") or _latest_evaluated_week(the_lake)
     if week is None:
         raise ValueError("no evaluated week to gate: materialize model_evaluation first")
     checks = upstream_checks(context.instance, the_lake, week)
-    cfg = GateConfig(
-        baseline_margin=config.baseline_margin,
-        champion_tolerance=config.champion_tolerance,
-        min_index_recall=config.min_index_recall,
-        latency_budget_ms=config.latency_budget_ms,
-    )
     with tempfile.TemporaryDirectory(prefix="recsys-release-") as tmp:
-        outcome = release(the_lake, week, checks_passed=checks, cfg=cfg, workdir=Path(tmp), actor=f"dagster:{context.run_id[:8]}")
+        outcome = release(
+            the_lake,
+            week,
+            checks_passed=checks,
+            cfg=to_plain(config, GateConfig),
+            workdir=Path(tmp),
+            actor=f"dagster:{context.run_id[:8]}",
+        )
 
     meta: dict = {
         "week": week,
-        "promoted": outcome["promoted"],
-        "decision": MetadataValue.md(outcome["markdown"]),
+        "promoted": outcome.promoted,
+        "decision": MetadataValue.md(outcome.decision.markdown()),
         "upstream_checks_passed": sum(checks.values()),
         "upstream_checks_total": len(checks),
-        "serving_p95_ms": float(outcome["infra"].get("p95_ms") or 0.0),
+        "serving_p95_ms": float(outcome.infra.p95_ms or 0.0),
     }
-    if outcome["promoted"]:
-        from recsys_dagster.ml.tracking import set_champion_alias
-
-        mlflow.activate()
-        version = outcome["version"]
-        metrics = the_lake.read_json(f"{bundle_prefix(version)}/{MANIFEST}")
-        set_champion_alias(mlflow.registered_model, metrics["mlflow_model_version"])
-        meta["version"] = version
-        meta["mlflow_champion"] = f"{mlflow.registered_model} v{metrics['mlflow_model_version']}"
-        context.log.info(f"promoted {version}")
+    if outcome.promoted:
+        set_champion_alias(mlflow.store(), outcome.mlflow_model_version)
+        meta["version"] = outcome.version
+        meta["mlflow_champion"] = f"{mlflow.registered_model} v{outcome.mlflow_model_version}"
+        context.log.info(f"promoted {outcome.version}")
     else:
-        meta["reasons"] = MetadataValue.md("\n".join(f"- {r}" for r in outcome["decision"]["reasons"]))
-        context.log.warning(f"week {week} not promoted: {outcome['decision']['reasons']}")
+        meta["reasons"] = MetadataValue.md("\n".join(f"- {r}" for r in outcome.decision.reasons))
+        context.log.warning(f"week {week} not promoted: {outcome.decision.reasons}")
     return MaterializeResult(metadata=meta)
 
 

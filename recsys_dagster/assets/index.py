@@ -1,9 +1,6 @@
 """Catalog embeddings from the item tower, and the FAISS index over the active items."""
 
 import io
-import json
-import tempfile
-from pathlib import Path
 
 import numpy as np
 from dagster import (
@@ -18,11 +15,13 @@ from dagster import (
 )
 
 from recsys_dagster.bundle.assemble import artifact_prefix
+from recsys_dagster.bundle.gate import MIN_INDEX_RECALL
 from recsys_dagster.contract import TRAINING, week_prefix
 from recsys_dagster.jobs.partitions import WEEKLY
 from recsys_dagster.resources.lake import LakeResource
 
-MIN_INDEX_RECALL = 0.95
+INDEX_FILE = "item_index.faiss"
+INDEX_REPORT = "index.json"
 
 
 def load_embeddings(lake, week: str) -> tuple:
@@ -34,6 +33,10 @@ def load_embeddings(lake, week: str) -> tuple:
     return items, emb
 
 
+def _active_rows(items) -> np.ndarray:
+    return np.flatnonzero(np.asarray(items.column("active").to_numpy(zero_copy_only=False), dtype=bool))
+
+
 @asset(
     partitions_def=WEEKLY,
     deps=["two_tower_model"],
@@ -43,42 +46,42 @@ def load_embeddings(lake, week: str) -> tuple:
     "(their vectors come from content alone).",
 )
 def item_embeddings(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
-    import torch
-
-    from recsys_dagster.ml.embed import item_embeddings as embed_items
-    from recsys_dagster.ml.features import ItemFeatures
-    from recsys_dagster.ml.model import build_model
+    from recsys_dagster.ml.artifacts import FEATURES, SUMMARY, WEIGHTS, TrainSummary
+    from recsys_dagster.ml.package import embed_catalog
 
     week = context.partition_key
     the_lake = lake.get_lake()
-    model_prefix = artifact_prefix(week, "model")
-    summary = the_lake.read_json(f"{model_prefix}/train_summary.json")
-    features = ItemFeatures.from_json(the_lake.get_bytes(f"{model_prefix}/features.json").decode())
-    model = build_model(features, dim=summary["dim"], id_dropout=summary["id_dropout"], temperature=summary["temperature"])
-    state = torch.load(io.BytesIO(the_lake.get_bytes(f"{model_prefix}/weights.pt")), map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    model = artifact_prefix(week, "model")
     items = the_lake.read_parquet(f"{week_prefix(TRAINING, week)}/items")
-    emb = embed_items(model, features, items)
-
-    npy = io.BytesIO()
-    np.save(npy, emb.astype(np.float32), allow_pickle=False)
+    emb, npy = embed_catalog(
+        TrainSummary.from_json(the_lake.get_bytes(f"{model}/{SUMMARY}")),
+        the_lake.get_bytes(f"{model}/{FEATURES}"),
+        the_lake.get_bytes(f"{model}/{WEIGHTS}"),
+        items,
+    )
     prefix = artifact_prefix(week, "embeddings")
-    the_lake.replace_prefix(prefix, {"items.parquet": the_lake.table_to_parquet_bytes(items), "item_embeddings.npy": npy.getvalue()})
+    the_lake.replace_prefix(
+        prefix, {"items.parquet": the_lake.table_to_parquet_bytes(items), "item_embeddings.npy": npy}
+    )
 
-    active = np.asarray(items.column("active").to_numpy(zero_copy_only=False), dtype=bool)
     train_count = np.nan_to_num(items.column("train_count").to_numpy(zero_copy_only=False).astype(float))
     return MaterializeResult(
         metadata={
             "dagster/row_count": int(emb.shape[0]),
             "dim": int(emb.shape[1]),
-            "active_items": int(active.sum()),
+            "active_items": int(len(_active_rows(items))),
             "cold_items": int((train_count == 0).sum()),
             "path": MetadataValue.path(f"{the_lake.uri}/{prefix}"),
         }
     )
 
 
-@asset_check(asset="item_embeddings", blocking=True, partitions_def=WEEKLY, description="One finite, unit-norm vector per catalog item.")
+@asset_check(
+    asset="item_embeddings",
+    blocking=True,
+    partitions_def=WEEKLY,
+    description="One finite, unit-norm vector per catalog item.",
+)
 def item_embeddings_valid(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
     items, emb = load_embeddings(lake.get_lake(), context.partition_key)
     ids = items.column("item_id").to_pylist()
@@ -108,57 +111,69 @@ def item_embeddings_valid(context: AssetCheckExecutionContext, lake: LakeResourc
     "below ~100k items, HNSW up to ~5M, IVF-PQ above; built on GPU when one is present.",
 )
 def faiss_index(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
-    from recsys_dagster.ml.index import build_and_report, save_index
+    from recsys_dagster.ml.index import build_and_report, index_to_bytes
 
     week = context.partition_key
     the_lake = lake.get_lake()
     items, emb = load_embeddings(the_lake, week)
-    rows = np.flatnonzero(np.asarray(items.column("active").to_numpy(zero_copy_only=False), dtype=bool))
+    rows = _active_rows(items)
     if len(rows) == 0:
         raise ValueError(f"week {week}: no active items to index")
-    index, spec, report = build_and_report(emb[rows], rows.astype(np.int64), n_queries=min(1000, max(100, len(rows))))
-    report = {**report, "kind": spec.kind, "n_indexed": int(len(rows)), "recall_at_10": report["recall@10"]}
-    with tempfile.TemporaryDirectory(prefix="recsys-index-") as tmp:
-        path = Path(tmp) / "item_index.faiss"
-        save_index(index, path)
-        prefix = artifact_prefix(week, "index")
-        the_lake.replace_prefix(prefix, {"item_index.faiss": path.read_bytes(), "index.json": json.dumps(report, indent=2, default=str).encode()})
+    n_queries = min(1000, max(100, len(rows)))
+    index, report = build_and_report(
+        emb[rows], rows.astype(np.int64), n_queries=n_queries, target_recall=MIN_INDEX_RECALL
+    )
+    prefix = artifact_prefix(week, "index")
+    the_lake.replace_prefix(prefix, {INDEX_FILE: index_to_bytes(index), INDEX_REPORT: report.to_json().encode()})
     return MaterializeResult(
         metadata={
-            "index_type": spec.kind,
-            "params": MetadataValue.json(spec.params),
-            "n_indexed": int(len(rows)),
-            "recall@10_vs_exact": float(report["recall@10"]),
-            "build_seconds": float(report.get("build_seconds", 0.0)),
-            "built_on": str(report.get("device", "cpu")),
+            "index_type": report.kind,
+            "params": MetadataValue.json(report.params),
+            "n_indexed": report.n_items,
+            "recall@10_vs_exact": float(report.recall),
+            "build_seconds": float(report.build_seconds),
+            "built_on": report.device,
             "path": MetadataValue.path(f"{the_lake.uri}/{prefix}"),
         }
     )
 
 
-@asset_check(asset="faiss_index", blocking=True, partitions_def=WEEKLY, description=f"recall@10 of the index against exact search on sampled queries is at least {MIN_INDEX_RECALL}.")
+@asset_check(
+    asset="faiss_index",
+    blocking=True,
+    partitions_def=WEEKLY,
+    description=f"recall@10 of the index against exact search on fresh sampled queries is at least {MIN_INDEX_RECALL}.",
+)
 def faiss_index_recall(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
-    from recsys_dagster.ml.index import load_index, recall_vs_exact, sample_queries
+    from recsys_dagster.ml.index import (
+        IndexReport,
+        apply_search_params,
+        index_from_bytes,
+        recall_vs_exact,
+        sample_queries,
+    )
 
     week = context.partition_key
     the_lake = lake.get_lake()
     items, emb = load_embeddings(the_lake, week)
-    rows = np.flatnonzero(np.asarray(items.column("active").to_numpy(zero_copy_only=False), dtype=bool))
-    meta = the_lake.read_json(f"{artifact_prefix(week, 'index')}/index.json")
-    with tempfile.TemporaryDirectory(prefix="recsys-index-") as tmp:
-        path = Path(tmp) / "item_index.faiss"
-        path.write_bytes(the_lake.get_bytes(f"{artifact_prefix(week, 'index')}/item_index.faiss"))
-        index = load_index(path)
-    from recsys_dagster.ml.index import IndexSpec, apply_search_params
-
-    apply_search_params(index, IndexSpec(meta["kind"], meta.get("params", {})))
+    rows = _active_rows(items)
+    prefix = artifact_prefix(week, "index")
+    report = IndexReport.from_json(the_lake.get_bytes(f"{prefix}/{INDEX_REPORT}"))
+    index = index_from_bytes(the_lake.get_bytes(f"{prefix}/{INDEX_FILE}"))
+    apply_search_params(index, report.spec)
     # Fresh queries (another seed than the build's), so the check is not the build's own figure.
     queries = sample_queries(emb[rows], n=min(1000, max(100, len(rows))), seed=12345)
     recall = recall_vs_exact(index, emb[rows], rows.astype(np.int64), queries, k=10)
     return AssetCheckResult(
         passed=recall >= MIN_INDEX_RECALL and index.ntotal == len(rows),
         severity=AssetCheckSeverity.ERROR,
-        metadata={"recall@10": round(float(recall), 5), "threshold": MIN_INDEX_RECALL, "ntotal": int(index.ntotal), "active_items": int(len(rows)), "index_type": meta["kind"]},
+        metadata={
+            "recall@10": round(float(recall), 5),
+            "threshold": MIN_INDEX_RECALL,
+            "ntotal": int(index.ntotal),
+            "active_items": int(len(rows)),
+            "index_type": report.kind,
+        },
     )
 
 

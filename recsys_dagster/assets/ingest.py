@@ -1,6 +1,5 @@
 """Landing zone (external, observed) -> validated `catalog` and `events`, daily."""
 
-
 from dagster import AssetDep, AssetExecutionContext, AssetSpec, BackfillPolicy, MaterializeResult, MetadataValue, asset
 
 from recsys_dagster.assets.common import md_kv, md_table
@@ -59,7 +58,8 @@ def _ingest_metadata(lake_uri: str, dataset: str, days: list[str], summaries: li
     if len(days) > 1:
         meta["days"] = len(days)
         meta["per_day"] = md_table(
-            [{"dt": d, "valid": s["valid"], "quarantined": s["quarantined"]} for d, s in zip(days, summaries)], max_rows=400
+            [{"dt": d, "valid": s["valid"], "quarantined": s["quarantined"]} for d, s in zip(days, summaries)],
+            max_rows=400,
         )
     for reason, n in by_reason.items():
         meta[f"quarantined_{reason}"] = n

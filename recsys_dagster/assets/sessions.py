@@ -1,18 +1,15 @@
 """Spark sessionization of each day's events."""
 
+from dagster import AssetDep, AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
 
-from dagster import AssetDep, AssetExecutionContext, BackfillPolicy, Config, MaterializeResult, MetadataValue, asset
-
-from recsys_dagster.assets.common import md_kv, md_table
+from recsys_dagster.assets.common import config_from, md_kv, md_table
 from recsys_dagster.contract import SESSIONS, day_prefix
 from recsys_dagster.jobs.partitions import DAILY, PREVIOUS_AND_SAME_DAY
 from recsys_dagster.resources.lake import LakeResource
 from recsys_dagster.resources.spark import SparkResource
-from recsys_dagster.spark.sessionize import sessionize_partition
+from recsys_dagster.spark.sessionize import SessionizeConfig, SessionsSummary, sessionize_partition
 
-
-class SessionsConfig(Config):
-    gap_minutes: int = 30
+SessionsConfig = config_from(SessionizeConfig)
 
 
 @asset(
@@ -24,7 +21,9 @@ class SessionsConfig(Config):
     description="Sessions that close on the day (inactivity gap, default 30 min), ordered by event time. "
     "Reads the previous day too, so a session that crosses midnight stays whole.",
 )
-def sessions(context: AssetExecutionContext, config: SessionsConfig, lake: LakeResource, spark: SparkResource) -> MaterializeResult:
+def sessions(
+    context: AssetExecutionContext, config: SessionsConfig, lake: LakeResource, spark: SparkResource
+) -> MaterializeResult:
     days = sorted(context.partition_keys)
     the_lake = lake.get_lake()
     session = spark.get_session()
@@ -33,24 +32,26 @@ def sessions(context: AssetExecutionContext, config: SessionsConfig, lake: LakeR
     last = results[-1]
     meta = {
         "path": MetadataValue.path(f"{the_lake.uri}/{day_prefix(SESSIONS, days[-1])}"),
-        "dagster/row_count": sum(int(r["sessions"]) for r in results),
-        "events": sum(int(r["events"]) for r in results),
-        "users": int(last["users"]) if len(days) == 1 else max(int(r["users"]) for r in results),
-        "duration_p50_s": float(last["duration_p50_s"]),
-        "duration_p95_s": float(last["duration_p95_s"]),
+        "dagster/row_count": sum(int(r.sessions) for r in results),
+        "events": sum(int(r.events) for r in results),
+        "users": int(last.users) if len(days) == 1 else max(int(r.users) for r in results),
+        "duration_p50_s": float(last.duration_p50_s),
+        "duration_p95_s": float(last.duration_p95_s),
         "session_length_distribution": md_kv(_sum_histograms(results), "events per session", "sessions"),
         "gap_minutes": config.gap_minutes,
-        "preview": md_table(last.get("preview", [])),
+        "preview": md_table(last.preview),
     }
     if len(days) > 1:
         meta["days"] = len(days)
-        meta["per_day"] = md_table([{"dt": d, "sessions": r["sessions"], "events": r["events"]} for d, r in zip(days, results)], max_rows=400)
+        meta["per_day"] = md_table(
+            [{"dt": d, "sessions": r.sessions, "events": r.events} for d, r in zip(days, results)], max_rows=400
+        )
     return MaterializeResult(metadata=meta)
 
 
-def _sum_histograms(results: list[dict]) -> dict:
+def _sum_histograms(results: list[SessionsSummary]) -> dict:
     total: dict[str, int] = {}
     for r in results:
-        for bucket, n in r["length_histogram"].items():
+        for bucket, n in r.length_histogram.items():
             total[bucket] = total.get(bucket, 0) + int(n)
     return total

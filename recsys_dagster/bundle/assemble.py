@@ -7,7 +7,9 @@ would, and the promotion gate writes it to `models/<version>/` when it passes.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -15,6 +17,7 @@ import pyarrow.parquet as pq
 
 from recsys_dagster.contract import ARTIFACTS, TRAINING, week_prefix
 from recsys_dagster.lake import Lake
+from recsys_dagster.records import Record
 
 POPULAR_TOP_N = 1000
 
@@ -28,7 +31,10 @@ def popular_json(items: pa.Table, top_n: int = POPULAR_TOP_N) -> dict:
     """Active items by recent weighted popularity (train split only), best first."""
     active = items.filter(pc.equal(items.column("active"), True))
     score = pc.fill_null(active.column("recent_count"), 0.0)
-    order = pc.sort_indices(pa.table({"s": score, "t": pc.fill_null(active.column("train_count"), 0)}), sort_keys=[("s", "descending"), ("t", "descending")])
+    order = pc.sort_indices(
+        pa.table({"s": score, "t": pc.fill_null(active.column("train_count"), 0)}),
+        sort_keys=[("s", "descending"), ("t", "descending")],
+    )
     top = active.take(order[:top_n])
     return {
         "items": [
@@ -38,29 +44,49 @@ def popular_json(items: pa.Table, top_n: int = POPULAR_TOP_N) -> dict:
     }
 
 
-def assemble_bundle_dir(lake: Lake, week: str, dest: Path) -> dict:
-    """Write the six bundle files of `week` into `dest`; returns the model/index metadata
-    the manifest carries (embedding dim, index type and params, history length...)."""
+@dataclass(frozen=True)
+class BundleMeta(Record):
+    """What the manifest carries about a week's model and index, from its artifacts."""
+
+    embedding_dim: int
+    history_len: int
+    index_type: str
+    index_params: dict[str, Any]
+    index_recall_at_10: float
+    n_items: int
+    n_active_items: int
+    n_users_with_history: int
+
+
+def assemble_bundle_dir(lake: Lake, week: str, dest: Path) -> BundleMeta:
+    """Write the six bundle files of `week` into `dest` (and `index.json`); returns the
+    model and index facts the manifest carries."""
+    from recsys_dagster.ml.artifacts import SUMMARY, USER_TOWER, TrainSummary
+    from recsys_dagster.ml.index import IndexReport
+
     dest.mkdir(parents=True, exist_ok=True)
     model, emb, index = (artifact_prefix(week, k) for k in ("model", "embeddings", "index"))
-    (dest / "user_tower.onnx").write_bytes(lake.get_bytes(f"{model}/user_tower.onnx"))
+    (dest / "user_tower.onnx").write_bytes(lake.get_bytes(f"{model}/{USER_TOWER}"))
     (dest / "items.parquet").write_bytes(lake.get_bytes(f"{emb}/items.parquet"))
     (dest / "item_embeddings.npy").write_bytes(lake.get_bytes(f"{emb}/item_embeddings.npy"))
     (dest / "item_index.faiss").write_bytes(lake.get_bytes(f"{index}/item_index.faiss"))
-    index_meta = lake.read_json(f"{index}/index.json")
-    (dest / "index.json").write_text(json.dumps(index_meta))
+    index_json = lake.get_bytes(f"{index}/index.json")
+    report = IndexReport.from_json(index_json)
+    (dest / "index.json").write_bytes(index_json)
     histories = lake.read_parquet(f"{week_prefix(TRAINING, week)}/user_histories", columns=["user_id", "history"])
     pq.write_table(histories, dest / "user_histories.parquet", compression="zstd")
     items = pq.read_table(dest / "items.parquet")
     (dest / "popular.json").write_text(json.dumps(popular_json(items)))
-    summary = lake.read_json(f"{model}/train_summary.json")
-    return {
-        "embedding_dim": int(summary["dim"]),
-        "history_len": int(summary["history_len"]),
-        "index_type": str(index_meta["kind"]),
-        "index_params": index_meta.get("params", {}),
-        "index_recall_at_10": index_meta.get("recall_at_10"),
-        "n_items": items.num_rows,
-        "n_active_items": int(pc.sum(pc.cast(items.column("active"), pa.int64())).as_py() or 0),
-        "n_users_with_history": histories.num_rows,
-    }
+    summary = TrainSummary.from_json(lake.get_bytes(f"{model}/{SUMMARY}"))
+    if report.k != 10:
+        raise ValueError(f"week {week}: index.json measured recall@{report.k}; the gate needs recall@10")
+    return BundleMeta(
+        embedding_dim=summary.dim,
+        history_len=summary.history_len,
+        index_type=report.kind,
+        index_params=dict(report.params),
+        index_recall_at_10=float(report.recall),
+        n_items=items.num_rows,
+        n_active_items=int(pc.sum(pc.cast(items.column("active"), pa.int64())).as_py() or 0),
+        n_users_with_history=histories.num_rows,
+    )

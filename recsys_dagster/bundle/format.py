@@ -64,7 +64,7 @@ class Manifest:
     raw: dict[str, Any]
 
     @classmethod
-    def parse(cls, data: bytes | str | dict[str, Any]) -> "Manifest":
+    def parse(cls, data: bytes | str | dict[str, Any]) -> Manifest:
         raw = data if isinstance(data, dict) else json.loads(data)
         try:
             files = raw["files"]

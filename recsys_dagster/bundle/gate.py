@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from recsys_dagster.settings import documented
+
 _WEEK_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _VERSION_WEEK_RE = re.compile(r"^w(\d{4}-\d{2}-\d{2})-")
 # Bootstrap resamples are drawn in chunks so memory stays ~32 MB whatever the user count.
@@ -20,14 +22,22 @@ _BOOT_CHUNK_ELEMENTS = 4_000_000
 _EPS = 1e-12
 
 
+# The index check (blocking, on faiss_index) and the gate's index rule share this floor.
+MIN_INDEX_RECALL = 0.95
+
+
 @dataclass(frozen=True)
 class GateConfig:
-    baseline_margin: float = 0.10  # relative: candidate >= (1 + margin) * popularity recall@20
-    champion_tolerance: float = 0.01  # absolute, on recall@20
-    min_index_recall: float = 0.95
-    latency_budget_ms: float = 50.0  # p95 of the serving infrastructure check
-    n_boot: int = 2000
-    seed: int = 0
+    """Thresholds of the promotion gate."""
+
+    baseline_margin: float = documented(0.10, "Relative margin: candidate recall@20 >= (1 + margin) x popularity.")
+    champion_tolerance: float = documented(
+        0.01, "Absolute recall@20 drop vs the champion the lower 95% CI bound may show."
+    )
+    min_index_recall: float = documented(MIN_INDEX_RECALL, "Index recall@10 against exact search, at least.")
+    latency_budget_ms: float = documented(50.0, "p95 latency budget of the serving load check, in ms.")
+    n_boot: int = documented(2000, "Bootstrap resamples of the paired confidence interval.")
+    seed: int = documented(0, "Seed of the bootstrap.")
 
     def __post_init__(self) -> None:
         if not self.baseline_margin >= 0:
@@ -40,6 +50,21 @@ class GateConfig:
             raise ValueError(f"latency_budget_ms must be > 0, got {self.latency_budget_ms}")
         if self.n_boot < 100:
             raise ValueError(f"n_boot must be >= 100 for a stable 95% interval, got {self.n_boot}")
+
+
+@dataclass(frozen=True)
+class InfraReport:
+    """What the serving load check of a bundle measured (`bundle/release.infra_check`)."""
+
+    loaded: bool
+    p95_ms: float | None = None
+    p50_ms: float | None = None
+    errors: int = 0
+    error: str | None = None
+    requests: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -82,9 +107,7 @@ def _finite_fraction(x: float) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and 0.0 <= x <= 1.0
 
 
-def paired_bootstrap_ci(
-    diff: np.ndarray, *, n_boot: int, seed: int, level: float = 0.95
-) -> tuple[float, float, float]:
+def paired_bootstrap_ci(diff: np.ndarray, *, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high) of the mean of `diff` with a percentile bootstrap over users.
 
     Resampling users (rows) keeps the pairing: each resampled user contributes its own
@@ -128,7 +151,10 @@ def _rule_popularity(cfg: GateConfig, candidate: float, popularity: float) -> Ru
     name = "beats_popularity"
     if not (_finite_fraction(candidate) and _finite_fraction(popularity)):
         return RuleResult(
-            name, False, None, None,
+            name,
+            False,
+            None,
+            None,
             f"recall@20 must be finite values in [0, 1]: candidate={candidate!r}, popularity={popularity!r}",
         )
     threshold = (1.0 + cfg.baseline_margin) * float(popularity)
@@ -174,17 +200,17 @@ def _rule_index(cfg: GateConfig, index_recall: float) -> RuleResult:
     return RuleResult(name, passed, float(index_recall), cfg.min_index_recall, detail)
 
 
-def _rule_infra(cfg: GateConfig, infra: dict[str, Any]) -> RuleResult:
+def _rule_infra(cfg: GateConfig, infra: InfraReport) -> RuleResult:
     name = "serving_infra"
     problems: list[str] = []
-    if infra.get("loaded") is not True:
+    if infra.loaded is not True:
         problems.append("bundle did not load in the serving check")
-    errors = infra.get("errors")
+    errors = infra.errors
     if not isinstance(errors, int) or errors != 0:
         problems.append(f"{errors!r} request errors")
-    if infra.get("error"):
-        problems.append(f"error: {infra['error']}")
-    p95 = infra.get("p95_ms")
+    if infra.error:
+        problems.append(f"error: {infra.error}")
+    p95 = infra.p95_ms
     p95_ok = isinstance(p95, (int, float)) and math.isfinite(p95) and p95 >= 0
     if not p95_ok:
         problems.append(f"p95 latency not measured ({p95!r})")
@@ -194,9 +220,32 @@ def _rule_infra(cfg: GateConfig, infra: dict[str, Any]) -> RuleResult:
     if problems:
         return RuleResult(name, False, value, cfg.latency_budget_ms, "serving check: " + "; ".join(problems))
     return RuleResult(
-        name, True, value, cfg.latency_budget_ms,
+        name,
+        True,
+        value,
+        cfg.latency_budget_ms,
         f"bundle loaded, 0 errors, p95 {p95:.1f} ms <= {cfg.latency_budget_ms:.1f} ms",
     )
+
+
+def _rule_newer(candidate_week: str, champion: dict[str, Any] | None) -> RuleResult:
+    if champion is None:
+        return RuleResult("newer_than_champion", True, candidate_week, None, "no champion")
+    champion_week = manifest_week(champion)
+    passed = newer_than_champion(candidate_week, champion)
+    detail = f"candidate week {candidate_week} {'>=' if passed else '<'} champion week {champion_week}"
+    return RuleResult("newer_than_champion", passed, candidate_week, champion_week, detail)
+
+
+def _rule_evaluated_against(champion: dict[str, Any] | None, evaluated_against: str | None) -> RuleResult:
+    current = champion.get("version") if champion else None
+    if evaluated_against != current:
+        detail = (
+            f"evaluated against champion {evaluated_against!r}, but {current!r} is promoted now: "
+            "re-run model_evaluation"
+        )
+        return RuleResult("evaluated_against_current_champion", False, evaluated_against, current, detail)
+    return RuleResult("evaluated_against_current_champion", True, evaluated_against, current, "ok")
 
 
 def evaluate_gate(
@@ -208,15 +257,22 @@ def evaluate_gate(
     per_user_candidate: np.ndarray | None,
     per_user_champion: np.ndarray | None,
     index_recall: float,
-    infra: dict[str, Any],
+    infra: InfraReport,
+    candidate_week: str,
+    champion: dict[str, Any] | None,
+    evaluated_champion_version: str | None,
 ) -> GateDecision:
-    """Every rule is evaluated (so the report shows all verdicts); promote iff all pass."""
+    """Every rule is evaluated (so the report shows all verdicts); promote iff all pass.
+    `champion` is the promoted pointer (None before the first promotion);
+    `evaluated_champion_version` the champion the evaluation compared against."""
     rules = [
         _rule_upstream(checks_passed),
         _rule_popularity(cfg, candidate_recall20, popularity_recall20),
         _rule_champion(cfg, per_user_candidate, per_user_champion),
         _rule_index(cfg, index_recall),
         _rule_infra(cfg, infra),
+        _rule_newer(candidate_week, champion),
+        _rule_evaluated_against(champion, evaluated_champion_version),
     ]
     reasons = [f"{r.name}: {r.detail}" for r in rules if not r.passed]
     return GateDecision(promote=not reasons, rules=rules, reasons=reasons)

@@ -42,7 +42,13 @@ DECISION_ACTIONS = ("refuse", "decision")
 
 # Written by this module; a caller's manifest fields or history extras may not set them.
 _RESERVED_MANIFEST = {
-    "version", "created_at", "format_version", "files", "promoted_at", "previous_version", "promotion"
+    "version",
+    "created_at",
+    "format_version",
+    "files",
+    "promoted_at",
+    "previous_version",
+    "promotion",
 }
 _RESERVED_ENTRY = {"action", "version", "previous_version", "at", "reason", "actor", "flip_id"}
 
@@ -249,8 +255,7 @@ def record_decision(lake: Lake, decision: dict[str, Any]) -> None:
     action = decision.get("action")
     if action not in DECISION_ACTIONS:
         raise ValueError(
-            f"decision action must be one of {DECISION_ACTIONS} (flips are written by promote/rollback), "
-            f"got {action!r}"
+            f"decision action must be one of {DECISION_ACTIONS} (flips are written by promote/rollback), got {action!r}"
         )
     _append(lake, {"at": _iso(_now()), **decision})
 
@@ -296,8 +301,14 @@ def _verify_or_refuse(lake: Lake, version: str, *, requested: str, actor: str) -
     except BundleError as exc:
         _append(
             lake,
-            {"action": "refuse", "requested": requested, "version": version, "at": _iso(_now()),
-             "reason": f"bundle failed verification: {exc}", "actor": actor},
+            {
+                "action": "refuse",
+                "requested": requested,
+                "version": version,
+                "at": _iso(_now()),
+                "reason": f"bundle failed verification: {exc}",
+                "actor": actor,
+            },
         )
         raise
 

@@ -4,14 +4,13 @@ Blocking checks guard what comes after: a failed `events` suite stops `sessions`
 same run, a leaking training split stops training, and so on.
 """
 
-
 from collections.abc import Callable
 
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetChecksDefinition,
+    AssetCheckSeverity,
     MetadataValue,
     asset_check,
 )
@@ -98,7 +97,9 @@ def events_quarantine_rate(context: AssetCheckExecutionContext, lake: LakeResour
     for dt in context.partition_keys:
         valid += the_lake.read_parquet(day_prefix(EVENTS, dt), columns=["event_id"]).num_rows
         q_prefix = day_prefix(QUARANTINE_EVENTS, dt)
-        quarantined += the_lake.read_parquet(q_prefix, columns=["reason"]).num_rows if the_lake.has_data(q_prefix) else 0
+        quarantined += (
+            the_lake.read_parquet(q_prefix, columns=["reason"]).num_rows if the_lake.has_data(q_prefix) else 0
+        )
     rate = quarantined / max(1, valid + quarantined)
     return AssetCheckResult(
         passed=rate <= QUARANTINE_WARN_RATE,
@@ -107,4 +108,9 @@ def events_quarantine_rate(context: AssetCheckExecutionContext, lake: LakeResour
     )
 
 
-DAILY_CHECKS: list[Callable] = [events_expectations, catalog_expectations, sessions_expectations, events_quarantine_rate]
+DAILY_CHECKS: list[Callable] = [
+    events_expectations,
+    catalog_expectations,
+    sessions_expectations,
+    events_quarantine_rate,
+]

@@ -18,6 +18,7 @@ import pandas as pd
 
 from recsys_dagster.contract import CONDITIONS, DEVICE_TYPES, EVENT_TYPES
 
+
 def _not_null(gx: Any, *columns: str) -> list[Any]:
     return [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in columns]
 

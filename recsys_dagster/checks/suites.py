@@ -13,7 +13,7 @@ import math
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -90,7 +90,7 @@ def gx_context() -> Any:
     return ctx
 
 
-@lru_cache(maxsize=None)
+@cache
 def _batch_definition(name: str) -> Any:
     ctx = gx_context()
     try:
@@ -100,7 +100,7 @@ def _batch_definition(name: str) -> Any:
     return source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("whole")
 
 
-@lru_cache(maxsize=None)
+@cache
 def suite(name: str) -> Any:
     if name not in SUITES:
         raise ValueError(f"unknown quality suite {name!r}; known: {', '.join(sorted(SUITES))}")

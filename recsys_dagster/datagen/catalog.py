@@ -107,15 +107,33 @@ class Catalog:
         for j, row in enumerate(rows.tolist()):
             self.ids.append(item_key(row))
             self.lines.append(
-                self._line(rng, row, int(leaf[j]), int(product[j]), int(cond[j]), int(city[j]), float(price[j]),
-                           pick[j], created_at[j])
+                self._line(
+                    rng,
+                    row,
+                    int(leaf[j]),
+                    int(product[j]),
+                    int(cond[j]),
+                    int(city[j]),
+                    float(price[j]),
+                    pick[j],
+                    created_at[j],
+                )
             )
         self.n += k
         return rows
 
     @staticmethod
-    def _line(rng: np.random.Generator, row: int, leaf_i: int, product_i: int, cond_i: int, city_i: int,
-              price: float, pick: np.ndarray, created_at: str) -> str:
+    def _line(
+        rng: np.random.Generator,
+        row: int,
+        leaf_i: int,
+        product_i: int,
+        cond_i: int,
+        city_i: int,
+        price: float,
+        pick: np.ndarray,
+        created_at: str,
+    ) -> str:
         leaf = LEAVES[leaf_i]
         brand = leaf.brands[int(pick[1] * len(leaf.brands)) % len(leaf.brands)]
         variants = " ".join(opts[int(rng.integers(len(opts)))] for opts in leaf.variants)

@@ -3,7 +3,7 @@ Central European offset (+01:00 / +02:00) that clients in local time report."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
@@ -21,7 +21,7 @@ HOURLY_WEIGHTS /= HOURLY_WEIGHTS.sum()
 
 
 def day_start_ms(d: date) -> int:
-    return int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp() * MS_PER_S)
+    return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * MS_PER_S)
 
 
 def _last_sunday_ms(year: int, month: int) -> int:

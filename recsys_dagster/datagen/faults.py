@@ -74,8 +74,13 @@ def _corrupt(rng: np.random.Generator, kind: str, rec: dict[str, Any], day_start
     return _dumps(rec)
 
 
-def inject_faults(rng: np.random.Generator, records: list[dict[str, Any]], fault_rate: float, day_start: int,
-                  unknown_item_ids: list[str]) -> tuple[list[str], dict[str, int]]:
+def inject_faults(
+    rng: np.random.Generator,
+    records: list[dict[str, Any]],
+    fault_rate: float,
+    day_start: int,
+    unknown_item_ids: list[str],
+) -> tuple[list[str], dict[str, int]]:
     """Serialise `records` (clean, in arrival order) with about `fault_rate` of lines faulty.
 
     Kinds come round-robin so each appears as soon as there are enough lines. Duplicates are

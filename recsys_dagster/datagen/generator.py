@@ -138,8 +138,15 @@ def _records(ev: DayEvents, users: Users, user_ids: list[str], catalog: Catalog,
     app_device = np.isin(ev.device, [DEVICE_TYPES.index("mobile"), DEVICE_TYPES.index("tablet")])
     out: list[dict[str, Any]] = []
     for j, (u, it, et, dev, sk, ref, app) in enumerate(
-        zip(ev.user.tolist(), ev.item.tolist(), ev.event_type.tolist(), ev.device.tolist(),
-            ev.session_key.tolist(), ev.referrer.tolist(), app_device.tolist())
+        zip(
+            ev.user.tolist(),
+            ev.item.tolist(),
+            ev.event_type.tolist(),
+            ev.device.tolist(),
+            ev.session_key.tolist(),
+            ev.referrer.tolist(),
+            app_device.tolist(),
+        )
     ):
         rec: dict[str, Any] = {
             "event_id": f"e{dt_tag}-{j:07d}",
@@ -230,8 +237,9 @@ def simulate(cfg: GeneratorConfig) -> Iterator[DayData]:
         yield DayData(dt, lines, [catalog.lines[i] for i in snapshot.tolist()], summary)
 
 
-def _sell(rng: np.random.Generator, catalog: Catalog, ev: DayEvents, snapshot: np.ndarray, day: int,
-          fraction: float) -> int:
+def _sell(
+    rng: np.random.Generator, catalog: Catalog, ev: DayEvents, snapshot: np.ndarray, day: int, fraction: float
+) -> int:
     """Mark items sold on `day`: most purchased ones, topped up with items sold elsewhere."""
     purchased = np.unique(ev.item[ev.event_type == EVENT_TYPES.index("purchase")])
     purchased = purchased[catalog.sold_day[purchased] < 0]

@@ -43,12 +43,20 @@ class DayEvents:
     def __len__(self) -> int:
         return len(self.ts_ms)
 
-    def take(self, idx: np.ndarray) -> "DayEvents":
-        return DayEvents(self.user[idx], self.item[idx], self.event_type[idx], self.ts_ms[idx], self.device[idx],
-                         self.session_key[idx], self.referrer[idx], self.n_sessions)
+    def take(self, idx: np.ndarray) -> DayEvents:
+        return DayEvents(
+            self.user[idx],
+            self.item[idx],
+            self.event_type[idx],
+            self.ts_ms[idx],
+            self.device[idx],
+            self.session_key[idx],
+            self.referrer[idx],
+            self.n_sessions,
+        )
 
     @staticmethod
-    def concat(parts: list["DayEvents"]) -> "DayEvents":
+    def concat(parts: list[DayEvents]) -> DayEvents:
         fields = ("user", "item", "event_type", "ts_ms", "device", "session_key", "referrer")
         cols = [np.concatenate([getattr(p, f) for p in parts]) for f in fields]
         return DayEvents(*cols, n_sessions=sum(p.n_sessions for p in parts))
@@ -70,8 +78,16 @@ def _siblings(leaf: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _choose_items(rng: np.random.Generator, users: Users, catalog: Catalog, snapshot: np.ndarray,
-                  day_start: int, user: np.ndarray, leaf: np.ndarray, ts: np.ndarray) -> np.ndarray:
+def _choose_items(
+    rng: np.random.Generator,
+    users: Users,
+    catalog: Catalog,
+    snapshot: np.ndarray,
+    day_start: int,
+    user: np.ndarray,
+    leaf: np.ndarray,
+    ts: np.ndarray,
+) -> np.ndarray:
     """Per view, an item of its leaf by Gumbel-max over appeal + freshness + city and price fit.
 
     Only items already listed at the view's time qualify. A view whose leaf has none falls
@@ -87,7 +103,7 @@ def _choose_items(rng: np.random.Generator, users: Users, catalog: Catalog, snap
     bounds = np.searchsorted(item_leaf[order], np.arange(len(LEAVES) + 1))
     for lf in np.unique(leaf):
         ev = np.flatnonzero(leaf == lf)
-        cols = order[bounds[lf]:bounds[lf + 1]]
+        cols = order[bounds[lf] : bounds[lf + 1]]
         if len(cols) == 0:
             continue
         items = snapshot[cols]
@@ -95,7 +111,8 @@ def _choose_items(rng: np.random.Generator, users: Users, catalog: Catalog, snap
         logits = (
             base[cols][None, :]
             + _BULKY[lf] * _CITY_FIT[users.city[u][:, None], catalog.city[items][None, :]]
-            - 0.5 * users.price_sensitivity[u][:, None]
+            - 0.5
+            * users.price_sensitivity[u][:, None]
             * (catalog.price_z[items][None, :] - users.price_z[u][:, None]) ** 2
         )
         logits = np.where(catalog.created_ms[items][None, :] <= ts[ev][:, None], logits, -np.inf)
@@ -113,8 +130,9 @@ def _choose_items(rng: np.random.Generator, users: Users, catalog: Catalog, snap
     return chosen
 
 
-def simulate_day(rng: np.random.Generator, users: Users, catalog: Catalog, snapshot: np.ndarray,
-                 day_start: int, day_tag: str) -> DayEvents:
+def simulate_day(
+    rng: np.random.Generator, users: Users, catalog: Catalog, snapshot: np.ndarray, day_start: int, day_tag: str
+) -> DayEvents:
     """Sessions starting on the day (their events may run past midnight)."""
     n_sess_per_user = rng.poisson(users.activity)
     s_user = np.repeat(np.arange(users.n), n_sess_per_user)
@@ -124,8 +142,10 @@ def simulate_day(rng: np.random.Generator, users: Users, catalog: Catalog, snaps
     preferred = rng.random(n_sess) < 0.8
     s_device = np.where(preferred, users.device[s_user], rng.integers(len(DEVICE_TYPES), size=n_sess))
     s_key = np.array(
-        [None if rng.random() < NULL_SESSION_ID_P else f"s-{day_tag}-{rng.integers(1 << 40):010x}"
-         for _ in range(n_sess)],
+        [
+            None if rng.random() < NULL_SESSION_ID_P else f"s-{day_tag}-{rng.integers(1 << 40):010x}"
+            for _ in range(n_sess)
+        ],
         dtype=object,
     )
 
@@ -186,4 +206,3 @@ def simulate_day(rng: np.random.Generator, users: Users, catalog: Catalog, snaps
         referrer=ref.astype(object)[order],
         n_sessions=n_sess,
     )
-

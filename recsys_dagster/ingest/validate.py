@@ -12,18 +12,18 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pyarrow as pa
 
 from recsys_dagster.contract import (
-    EVENT_QUARANTINE_REASONS,
     CATALOG_FIELDS,
     CATEGORY_SEPARATOR,
     CONDITIONS,
     DEVICE_TYPES,
     EVENT_FIELDS,
+    EVENT_QUARANTINE_REASONS,
     EVENT_TYPES,
 )
 
@@ -136,7 +136,7 @@ def parse_utc(value: str, name: str) -> datetime:
         raise Rejected("invalid_timestamp", f"{name} {value!r} is not an ISO-8601 timestamp") from None
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise Rejected("invalid_timestamp", f"{name} {value!r} has no time zone")
-    return ts.astimezone(timezone.utc)
+    return ts.astimezone(UTC)
 
 
 def _json_type(value: Any) -> str:
@@ -321,16 +321,12 @@ def validate_catalog(lines: Iterable[str], dt: str) -> ValidationResult:
             if not math.isfinite(price) or price < 0:
                 raise Rejected("invalid_price", f"price {obj['price']!r} must be a finite number >= 0")
             if obj["condition"] not in conditions:
-                raise Rejected(
-                    "invalid_condition", f"condition {obj['condition']!r} not in {', '.join(CONDITIONS)}"
-                )
+                raise Rejected("invalid_condition", f"condition {obj['condition']!r} not in {', '.join(CONDITIONS)}")
             levels = split_category(obj["category_path"])
             created_at = parse_utc(obj["created_at"], "created_at")
             item_id = obj["item_id"]
             if item_id in seen:
-                raise Rejected(
-                    "duplicate_item_id", f"item_id {item_id!r} already seen on input line {seen[item_id]}"
-                )
+                raise Rejected("duplicate_item_id", f"item_id {item_id!r} already seen on input line {seen[item_id]}")
         except Rejected as rej:
             quarantine.add(line, rej.reason, rej.detail, _id_of(obj, "item_id"))
             continue

@@ -1,6 +1,5 @@
 """The daily job (ingest + sessions), its schedule, and the landing sensor."""
 
-
 import hashlib
 import json
 
@@ -56,7 +55,10 @@ def landing_sensor(context: SensorEvaluationContext, lake: LakeResource):
                 AssetMaterialization(
                     asset_key=asset_key,
                     partition=dt,
-                    metadata={"files": len(the_lake.list_keys(f"{prefix}/dt={dt}")), "path": f"{the_lake.uri}/{prefix}/dt={dt}"},
+                    metadata={
+                        "files": len(the_lake.list_keys(f"{prefix}/dt={dt}")),
+                        "path": f"{the_lake.uri}/{prefix}/dt={dt}",
+                    },
                 )
             )
     if not requests:

@@ -24,8 +24,6 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsys_dagster import settings
-
 T = TypeVar("T")
 
 # Names a reader must skip: temporary files of in-flight writes and Spark's markers.
@@ -166,7 +164,7 @@ class S3Backend:
             client = boto3.client(
                 "s3",
                 endpoint_url=endpoint_url or None,
-                region_name=region_name or os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+                region_name=region_name or "us-east-1",
                 config=Config(retries={"max_attempts": max_attempts, "mode": "standard"}),
             )
         self.client = client
@@ -183,8 +181,8 @@ class S3Backend:
         return full[len(self.prefix) + 1 :] if self.prefix else full
 
     def _retry(self, fn: Callable[[], T]) -> T:
-        from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError
-        from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+        from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         for attempt in range(1, self.max_attempts + 1):
             try:
@@ -297,13 +295,12 @@ class Lake:
     @classmethod
     def from_uri(
         cls,
-        uri: str | None = None,
+        uri: str,
         *,
         endpoint_url: str | None = None,
         region_name: str | None = None,
         s3_client: Any | None = None,
-    ) -> "Lake":
-        uri = uri or settings.lake_uri()
+    ) -> Lake:
         parsed = urlparse(uri)
         if parsed.scheme in ("", "file"):
             raw = uri[len("file://") :] if uri.startswith("file://") else uri
@@ -311,7 +308,6 @@ class Lake:
         if parsed.scheme in ("s3", "s3a"):
             if not parsed.netloc:
                 raise LakeError(f"S3 lake URI needs a bucket: {uri!r}")
-            endpoint_url = endpoint_url or os.environ.get("RECSYS_S3_ENDPOINT_URL") or None
             return cls(
                 S3Backend(
                     parsed.netloc,

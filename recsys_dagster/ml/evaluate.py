@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from recsys_dagster.ml.baselines import CooccurrenceModel
 from recsys_dagster.ml.metrics import coverage_at_k, per_user_metrics, popularity_bias, rank_topk, summarize
+from recsys_dagster.records import Record
 
 KS = (10, 20, 50)
 DEPTH = max(KS)
@@ -68,6 +69,21 @@ class Report:
                 for name, m in by_system.items():
                     lines.append(f"| {seg} | {name} | {int(m['n_users'])} | {m['recall@20']:.4f} |")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class EvaluationRecord(Record):
+    """`evaluation/week=W/metrics.json`: the week's offline evaluation, as the gate reads it."""
+
+    week: str
+    n_users: int
+    n_items: int
+    systems: dict[str, dict[str, float]]  # system -> metric -> value
+    segments: dict[str, dict[str, dict[str, float]]]  # segment -> system -> metric -> value
+    champion_version: str | None  # the promoted version it was compared with
+    mlflow_run_id: str
+    mlflow_model_version: str
+    training_window: dict[str, Any]  # {"window": [first, last], "splits": {split: [first, last]}}
 
 
 def build_queries(test: pa.Table, active_item_ids: set[str]) -> Queries:
@@ -136,10 +152,9 @@ def _index_path(engine, queries: Queries, seen: list[np.ndarray], universe: Univ
     depth = DEPTH + max((len(h) for h in queries.histories), default=0) + 10
     _, rows = engine.search(vecs, depth)
     ids = engine.catalog.item_id
-    popular = [ids[r] for r in engine.catalog.popular_rows[: depth]]
+    popular = [ids[r] for r in engine.catalog.popular_rows[:depth]]
     ranked = [
-        [ids[r] for r in row if r >= 0] if _has_known(engine, h) else popular
-        for row, h in zip(rows, queries.histories)
+        [ids[r] for r in row if r >= 0] if _has_known(engine, h) else popular for row, h in zip(rows, queries.histories)
     ]
     return _topk_from_ids(ranked, universe, seen)
 
@@ -239,7 +254,10 @@ def _segments(tops: dict[str, np.ndarray], targets: list[np.ndarray], queries: Q
         if len(idx) == 0:
             continue
         out[seg] = {
-            name: {"n_users": float(len(idx)), "recall@20": float(per_user_metrics(top[idx], [targets[i] for i in idx], ks=(20,))["recall@20"].mean())}
+            name: {
+                "n_users": float(len(idx)),
+                "recall@20": float(per_user_metrics(top[idx], [targets[i] for i in idx], ks=(20,))["recall@20"].mean()),
+            }
             for name, top in tops.items()
         }
     cold_items = universe.popularity == 0
@@ -249,7 +267,10 @@ def _segments(tops: dict[str, np.ndarray], targets: list[np.ndarray], queries: Q
         if len(idx) == 0:
             continue
         out[seg] = {
-            name: {"n_users": float(len(idx)), "recall@20": float(per_user_metrics(top[idx], [sub[i] for i in idx], ks=(20,))["recall@20"].mean())}
+            name: {
+                "n_users": float(len(idx)),
+                "recall@20": float(per_user_metrics(top[idx], [sub[i] for i in idx], ks=(20,))["recall@20"].mean()),
+            }
             for name, top in tops.items()
         }
     return out

@@ -63,7 +63,9 @@ def export_user_tower(model: TwoTower, path: str | Path, opset: int = 18) -> Pat
     return path
 
 
-def verify_onnx(model: TwoTower, path: str | Path, batch: tuple[int, ...] = (1, 7), lengths: tuple[int, ...] = (1, 13)) -> float:
+def verify_onnx(
+    model: TwoTower, path: str | Path, batch: tuple[int, ...] = (1, 7), lengths: tuple[int, ...] = (1, 13)
+) -> float:
     """Max abs difference between onnxruntime and torch over (B, L) pairs; raises
     OnnxParityError above 1e-4."""
     import onnxruntime as ort
@@ -81,7 +83,9 @@ def verify_onnx(model: TwoTower, path: str | Path, batch: tuple[int, ...] = (1, 
         feeds = {n: a.numpy() for n, a in zip(INPUT_NAMES, args, strict=True)}
         got = sess.run([OUTPUT_NAME], feeds)[0]
         if got.shape != ref.shape or not np.isfinite(got).all():
-            raise OnnxParityError(f"ONNX output shape {got.shape} / finite={np.isfinite(got).all()} vs torch {ref.shape}")
+            raise OnnxParityError(
+                f"ONNX output shape {got.shape} / finite={np.isfinite(got).all()} vs torch {ref.shape}"
+            )
         worst = max(worst, float(np.abs(got - ref).max()))
     if worst >= 1e-4:
         raise OnnxParityError(f"ONNX vs torch max abs diff {worst:.2e} >= 1e-4")

@@ -50,7 +50,9 @@ REQUIRED = ("item_id", "title", "category_path", "price", "brand", "location", "
 def _check_columns(items: pa.Table) -> None:
     missing = [c for c in REQUIRED if c not in items.column_names]
     if missing:
-        raise FeatureError(f"items table has no column {missing[0]!r} (missing {missing}; columns: {items.column_names})")
+        raise FeatureError(
+            f"items table has no column {missing[0]!r} (missing {missing}; columns: {items.column_names})"
+        )
 
 
 def _column(items: pa.Table, name: str) -> np.ndarray:

@@ -18,6 +18,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from recsys_dagster.records import Record
+
 log = logging.getLogger(__name__)
 
 KINDS = ("flat", "hnsw", "ivfpq")
@@ -45,6 +47,30 @@ class IndexSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class IndexReport(Record):
+    """What `build_and_report` measured: written as the week's `index.json`, read by the
+    index check and the bundle assembly."""
+
+    kind: str
+    params: dict[str, Any]
+    n_items: int
+    dim: int
+    device: str
+    build_seconds: float
+    k: int
+    recall: float  # recall@k against exact search on sampled queries
+    recall_queries: int
+    target_recall: float
+    meets_target: bool
+    eval_seconds: float
+    faiss_version: str
+
+    @property
+    def spec(self) -> IndexSpec:
+        return IndexSpec(self.kind, dict(self.params))
 
 
 def choose_index(n_items: int, dim: int, exact_below: int = 100_000) -> IndexSpec:
@@ -329,8 +355,8 @@ def build_and_report(
     n_queries: int = 1000,
     target_recall: float = 0.95,
     seed: int = 0,
-) -> tuple[faiss.Index, IndexSpec, dict[str, Any]]:
-    """Build, tune (IVF-PQ), and measure: the index, its final spec, and `index.json`."""
+) -> tuple[faiss.Index, IndexReport]:
+    """Build, tune (IVF-PQ), and measure: the index and its report (the final spec in it)."""
     stats: dict[str, Any] = {}
     x = _prepare(vectors, "vectors")
     spec = spec or choose_index(*x.shape)
@@ -343,31 +369,19 @@ def build_and_report(
         spec, _ = tune_ivfpq(index, spec, x, ids, tune_q, k=k, target_recall=min(1.0, target_recall + TUNE_MARGIN))
     t0 = time.perf_counter()
     recall = recall_vs_exact(index, x, ids, queries, k=k)
-    report = {
-        **stats,
-        "params": dict(spec.params),
-        "metric": "inner_product",
-        "ids": "rows of items.parquet",
-        f"recall@{k}": round(recall, 5),
-        "recall_k": k,
-        "recall_queries": n_queries,
-        "target_recall": target_recall,
-        "meets_target": recall >= target_recall,
-        "eval_seconds": round(time.perf_counter() - t0, 4),
-        "faiss_version": faiss.__version__,
-    }
-    return index, spec, report
-
-
-def synthetic_clustered(
-    n: int, dim: int, n_centers: int = 1000, spread: float = 0.3, seed: int = 0
-) -> np.ndarray:
-    """Normalised Gaussian-mixture vectors: a stand-in for embeddings in tests and benches
-    (uniform random vectors have no neighbourhood structure and make ANN look bad)."""
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((n_centers, dim)).astype(np.float32)
-    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-    x = centers[rng.integers(0, n_centers, size=n)]
-    x += (spread / math.sqrt(dim)) * rng.standard_normal((n, dim)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return x
+    report = IndexReport(
+        kind=spec.kind,
+        params=dict(spec.params),
+        n_items=int(stats["n_items"]),
+        dim=int(stats["dim"]),
+        device=str(stats["device"]),
+        build_seconds=float(stats["build_seconds"]),
+        k=k,
+        recall=round(recall, 5),
+        recall_queries=n_queries,
+        target_recall=target_recall,
+        meets_target=recall >= target_recall,
+        eval_seconds=round(time.perf_counter() - t0, 4),
+        faiss_version=faiss.__version__,
+    )
+    return index, report

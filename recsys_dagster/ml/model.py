@@ -42,9 +42,7 @@ class ItemTower(nn.Module):
         self.cats = nn.ModuleDict(
             {k: nn.Embedding(sizes[k], dim // 2, padding_idx=0) for k in ("l1", "l2", "path", "brand")}
         )
-        self.small = nn.ModuleDict(
-            {k: nn.Embedding(sizes[k], dim // 4 or 1) for k in ("price", "condition", "city")}
-        )
+        self.small = nn.ModuleDict({k: nn.Embedding(sizes[k], dim // 4 or 1) for k in ("price", "condition", "city")})
         d_in = dim * 2 + 4 * (dim // 2) + 3 * (dim // 4 or 1)
         self.mlp = _mlp(d_in, dim)
 
@@ -89,7 +87,12 @@ class UserTower(nn.Module):
         pooled = (weights.unsqueeze(-1) * history_emb).sum(dim=1)
         has_history = (mask.sum(dim=1, keepdim=True) > 0).to(pooled.dtype)
         x = torch.cat(
-            [pooled, self.device_emb(device.clamp(0, N_DEVICES - 1)), self.hour_emb(hour.clamp(0, N_HOURS - 1)), has_history],
+            [
+                pooled,
+                self.device_emb(device.clamp(0, N_DEVICES - 1)),
+                self.hour_emb(hour.clamp(0, N_HOURS - 1)),
+                has_history,
+            ],
             dim=-1,
         )
         return F.normalize(self.mlp(x), dim=-1)

@@ -1,8 +1,8 @@
 """MLflow tracking for the two-tower model: runs, per-epoch metrics, the registered model
 `recsys-two-tower` and its `champion` alias.
 
-Store: `MLFLOW_TRACKING_URI`, default `sqlite:///<RECSYS_HOME or ./.recsys>/mlflow.db`;
-artifacts under `<home>/mlartifacts` (never the repo root). The registered model is the
+The store is a `TrackingStore` the caller passes in (built from `Settings`: by default
+`sqlite:///<RECSYS_HOME>/mlflow.db`, artifacts under `<RECSYS_HOME>/mlartifacts`). The registered model is the
 user tower (what serving runs, as ONNX in the bundle), saved in MLflow's `pt2` format
 (torch.export) with a pickle fallback should torch.export reject the module.
 """
@@ -10,65 +10,74 @@ user tower (what serving runs, as ONNX in the bundle), saved in MLflow's `pt2` f
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from recsys_dagster import settings
 from recsys_dagster.ml.export import example_inputs
 from recsys_dagster.ml.model import TwoTower
+from recsys_dagster.settings import DEFAULT_MLFLOW_UI_URL, DEFAULT_MODEL_NAME, Settings
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "recsys-two-tower"
-MODEL_NAME = "recsys-two-tower"
 CHAMPION = "champion"
 
 
-def recsys_home() -> Path:
-    return settings.recsys_home()
+@dataclass(frozen=True)
+class TrackingStore:
+    """Where runs and registered models live, passed in by the caller (no environment)."""
+
+    tracking_uri: str
+    artifact_root: Path  # new experiments keep their artifacts here (never the repo root)
+    ui_url: str = DEFAULT_MLFLOW_UI_URL
+    model_name: str = DEFAULT_MODEL_NAME
+    experiment: str = EXPERIMENT
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> TrackingStore:
+        return cls(s.mlflow_tracking_uri, s.mlflow_artifact_root, s.mlflow_ui_url, s.mlflow_model_name)
 
 
-def tracking_uri() -> str:
-    settings.recsys_home().mkdir(parents=True, exist_ok=True)  # SQLite needs the folder
-    return settings.mlflow_tracking_uri()
-
-
-def _mlflow():
+def _mlflow(store: TrackingStore):
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_registry_uri(tracking_uri())
+    if store.tracking_uri.startswith("sqlite:///"):
+        Path(store.tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(store.tracking_uri)
+    mlflow.set_registry_uri(store.tracking_uri)
     return mlflow
 
 
-def experiment_id(name: str = EXPERIMENT) -> str:
-    """The experiment's id, created with its artifacts under `<home>/mlartifacts`."""
-    mlflow = _mlflow()
-    exp = mlflow.get_experiment_by_name(name)
+def experiment_id(store: TrackingStore) -> str:
+    """The experiment's id, created with its artifacts under `store.artifact_root`."""
+    mlflow = _mlflow(store)
+    exp = mlflow.get_experiment_by_name(store.experiment)
     if exp is not None:
         return exp.experiment_id
-    art = recsys_home() / "mlartifacts"
-    art.mkdir(parents=True, exist_ok=True)
-    return mlflow.create_experiment(name, artifact_location=art.as_uri())
+    store.artifact_root.mkdir(parents=True, exist_ok=True)
+    return mlflow.create_experiment(store.experiment, artifact_location=store.artifact_root.as_uri())
 
 
 @contextmanager
-def start_run(run_name: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
-    """An active MLflow run in the experiment; yields the `mlflow.ActiveRun`."""
-    mlflow = _mlflow()
-    with mlflow.start_run(run_name=run_name, experiment_id=experiment_id(), tags=tags or {}) as run:
+def start_run(store: TrackingStore, run_name: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
+    """An active MLflow run in the store's experiment; yields the `mlflow.ActiveRun`. The
+    logging helpers below write to this active run."""
+    mlflow = _mlflow(store)
+    with mlflow.start_run(run_name=run_name, experiment_id=experiment_id(store), tags=tags or {}) as run:
         yield run
 
 
 def log_params(params: dict[str, Any]) -> None:
-    _mlflow().log_params({k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in params.items()})
+    import mlflow
+
+    mlflow.log_params({k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in params.items()})
 
 
 def log_epoch_metrics(step: int, metrics: dict[str, Any]) -> None:
@@ -79,7 +88,9 @@ def log_epoch_metrics(step: int, metrics: dict[str, Any]) -> None:
         for k, v in metrics.items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
     }
-    _mlflow().log_metrics(clean, step=step)
+    import mlflow
+
+    mlflow.log_metrics(clean, step=step)
 
 
 def metric_name(key: str) -> str:
@@ -126,10 +137,12 @@ def _requirements() -> list[str]:
 
 
 def log_model_and_register(
-    model: TwoTower, name: str = MODEL_NAME, input_example: tuple[np.ndarray, ...] | None = None
+    store: TrackingStore, model: TwoTower, input_example: tuple[np.ndarray, ...] | None = None
 ) -> tuple[str, str]:
-    """Log the user tower to the active run and register it; returns (run_id, version)."""
-    mlflow = _mlflow()
+    """Log the user tower to the active run and register it as `store.model_name`;
+    returns (run_id, version)."""
+    mlflow = _mlflow(store)
+    name = store.model_name
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_model_and_register needs an active run (use start_run)")
@@ -162,37 +175,45 @@ def log_model_and_register(
     return run.info.run_id, str(version)
 
 
-def set_champion_alias(name: str, version: str | int) -> None:
+def set_champion_alias(store: TrackingStore, version: str | int) -> None:
     from mlflow import MlflowClient
 
-    _mlflow()
-    MlflowClient().set_registered_model_alias(name, CHAMPION, str(version))
+    _mlflow(store)
+    MlflowClient().set_registered_model_alias(store.model_name, CHAMPION, str(version))
 
 
-def champion_version(name: str = MODEL_NAME) -> str | None:
+def champion_version(store: TrackingStore) -> str | None:
     """The version holding the champion alias, or None."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    _mlflow()
+    _mlflow(store)
     try:
-        return str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
+        return str(MlflowClient().get_model_version_by_alias(store.model_name, CHAMPION).version)
     except MlflowException:
         return None
 
 
-def run_url(run_id: str) -> str:
-    """UI link to a run: `<MLFLOW_UI_URL>/#/experiments/<id>/runs/<run_id>`."""
-    base = os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000").rstrip("/")
-    exp = _mlflow().get_run(run_id).info.experiment_id
-    return f"{base}/#/experiments/{exp}/runs/{run_id}"
+def run_url(store: TrackingStore, run_id: str) -> str:
+    """UI link to a run: `<ui_url>/#/experiments/<id>/runs/<run_id>`."""
+    exp = _mlflow(store).get_run(run_id).info.experiment_id
+    return f"{store.ui_url.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
 
 
-def move_champion_alias(pointer: dict[str, Any], name: str = MODEL_NAME) -> str | None:
-    """Point the `champion` alias at the registered version a promoted manifest names
-    (after a rollback); None when the manifest carries no MLflow version."""
-    version = pointer.get("mlflow_model_version")
-    if version is None:
+def log_test_metrics(store: TrackingStore, run_id: str, metrics: dict[str, float]) -> None:
+    """Metrics measured after the run ended (the weekly evaluation) onto that run."""
+    from mlflow import MlflowClient
+
+    _mlflow(store)
+    client = MlflowClient()
+    for key, value in metrics.items():
+        client.log_metric(run_id, metric_name(key), float(value))
+
+
+def move_champion_alias(store: TrackingStore, model_version: str | None) -> str | None:
+    """Point the `champion` alias of `store.model_name` at the registered version a
+    promoted manifest names (after a rollback); None when it names none."""
+    if model_version is None:
         return None
-    set_champion_alias(name, version)
-    return f"{name} v{version}"
+    set_champion_alias(store, model_version)
+    return f"{store.model_name} v{model_version}"

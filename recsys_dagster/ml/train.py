@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from recsys_dagster.ml.data import DataError, Examples, encode_examples, iterate_batches
 from recsys_dagster.ml.features import ItemFeatures
 from recsys_dagster.ml.model import ITEM_FEATURES, TwoTower, build_model
+from recsys_dagster.settings import documented
 
 log = logging.getLogger(__name__)
 
@@ -31,29 +32,40 @@ K_EVAL = 20
 _NEG = -1e9  # masked logit (kept in fp32)
 # Config fields that must match for a checkpoint to be resumed.
 _RESUME_KEYS = (
-    "dim", "batch_size", "lr", "weight_decay", "temperature", "id_dropout", "history_len", "seed", "title_buckets",
+    "dim",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "temperature",
+    "id_dropout",
+    "history_len",
+    "seed",
+    "title_buckets",
 )
 
 
 @dataclass
 class TrainConfig:
-    dim: int = 64
-    epochs: int = 8
-    batch_size: int = 1024
-    lr: float = 3e-3
-    weight_decay: float = 1e-6
-    temperature: float = 0.05
-    id_dropout: float = 0.3
-    history_len: int = 20
-    patience: int = 2
-    seed: int = 42
-    device: str = "auto"
-    amp: bool = True
-    max_eval_users: int = 5000
-    title_buckets: int = 2**15
+    """Two-tower training hyper-parameters."""
+
+    dim: int = documented(64, "Embedding dimension of both towers.")
+    epochs: int = documented(8, "Maximum epochs (early stopping may end sooner); 0 keeps the initial model.")
+    batch_size: int = documented(1024, "Examples per step; in-batch negatives come from the same batch.")
+    lr: float = documented(3e-3, "AdamW learning rate.")
+    weight_decay: float = documented(1e-6, "AdamW weight decay.")
+    temperature: float = documented(0.05, "Softmax temperature of the dot-product logits.")
+    id_dropout: float = documented(0.3, "Share of item ids dropped in training, so content alone must carry items.")
+    history_len: int = documented(20, "Most recent history items the user tower reads.")
+    patience: int = documented(2, "Epochs without validation Recall@20 gain before stopping.")
+    seed: int = documented(42, "Seed of initialisation, shuffling and dropout.")
+    device: str = documented("auto", "auto | cpu | cuda | cuda:N")
+    amp: bool = documented(True, "bf16 autocast on CUDA (ignored on CPU).")
+    max_eval_users: int = documented(5000, "Validation users sampled for the per-epoch full-ranking Recall@20.")
+    title_buckets: int = documented(2**15, "Hash buckets of title tokens.")
     # Deterministic kernels (warn-only where none exists): CPU index/embedding backward
     # otherwise sums in thread order, and two runs with one seed drift by ~1e-7.
-    deterministic: bool = True
+    deterministic: bool = documented(True, "Deterministic kernels, so one seed gives one model.")
+    resume: bool = documented(True, "Resume from the run's last checkpoint when one matches this config.")
 
 
 @dataclass
@@ -69,7 +81,6 @@ class TrainResult:
     load_seconds: float
     compute_seconds: float
     resumed_from_epoch: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def resolve_device(pref: str = "auto") -> torch.device:
@@ -113,7 +124,9 @@ def all_item_vectors(model: TwoTower, table: dict[str, torch.Tensor], batch: int
     return torch.cat(out)
 
 
-def batch_loss(model: TwoTower, table: dict[str, torch.Tensor], b: dict[str, torch.Tensor], logq: torch.Tensor) -> torch.Tensor:
+def batch_loss(
+    model: TwoTower, table: dict[str, torch.Tensor], b: dict[str, torch.Tensor], logq: torch.Tensor
+) -> torch.Tensor:
     hist, pos, neg = b["history"], b["positive"], b["negatives"]
     B, L = hist.shape
     K = neg.shape[1]
@@ -160,8 +173,14 @@ class Evaluator:
     """Validation Recall/NDCG@20 by full ranking over active items, for the model and for
     the popularity baseline (rank by train_count), on the same users and targets."""
 
-    def __init__(self, val: Examples, items: pa.Table, features: ItemFeatures, popularity: np.ndarray, max_users: int, seed: int):
-        active = items.column("active").to_numpy(zero_copy_only=False).astype(bool) if "active" in items.column_names else np.ones(items.num_rows, bool)
+    def __init__(
+        self, val: Examples, items: pa.Table, features: ItemFeatures, popularity: np.ndarray, max_users: int, seed: int
+    ):
+        active = (
+            items.column("active").to_numpy(zero_copy_only=False).astype(bool)
+            if "active" in items.column_names
+            else np.ones(items.num_rows, bool)
+        )
         cand = features.item_index(items.column("item_id").to_numpy(zero_copy_only=False))[active]
         self.cand = np.unique(cand[cand > 0])
         col_of = np.full(features.n_ids, -1, dtype=np.int64)
@@ -208,7 +227,10 @@ class Evaluator:
             r = self.rows[lo : lo + chunk]
             hist = torch.from_numpy(self.val.history[r]).to(dev)
             u = model.user_tower(
-                vecs[hist], (hist > 0).float(), torch.from_numpy(self.val.device[r]).to(dev), torch.from_numpy(self.val.hour[r]).to(dev)
+                vecs[hist],
+                (hist > 0).float(),
+                torch.from_numpy(self.val.device[r]).to(dev),
+                torch.from_numpy(self.val.hour[r]).to(dev),
             ).float()
             tops.append(torch.topk(u @ cand.T, k, dim=1).indices.cpu().numpy())
         model.train(was)
@@ -253,7 +275,10 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, features: ItemFeatures) -> di
 
 @contextmanager
 def _deterministic(on: bool) -> Iterator[None]:
-    prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    prev, prev_warn = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     if on and torch.cuda.is_available():
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(on, warn_only=True)
@@ -270,24 +295,50 @@ def train_two_tower(
     cfg: TrainConfig,
     checkpoint_dir: Path,
     on_epoch: Callable[[int, dict], None] | None = None,
-    resume: bool = True,
 ) -> TrainResult:
-    """Fit features on `items`, train (resuming `checkpoint_dir/checkpoint.pt` when `resume`),
-    keep the best epoch by validation Recall@20; see CONTRACTS `training` for the inputs."""
+    """Fit features on `items`, train (resuming `checkpoint_dir/checkpoint.pt` when
+    `cfg.resume`), keep the best epoch by validation Recall@20; see CONTRACTS `training`."""
     with _deterministic(cfg.deterministic):
-        return _train(train, validation, items, cfg, Path(checkpoint_dir), on_epoch, resume)
+        return _train(train, validation, items, cfg, Path(checkpoint_dir), on_epoch)
 
 
-def _train(
-    train: pa.Table,
-    validation: pa.Table,
-    items: pa.Table,
-    cfg: TrainConfig,
-    checkpoint_dir: Path,
-    on_epoch: Callable[[int, dict], None] | None,
-    resume: bool,
-) -> TrainResult:
-    t_load = time.perf_counter()
+@dataclass
+class _Inputs:
+    """Everything fixed for the whole run: encoded examples, features, the evaluator."""
+
+    device: torch.device
+    features: ItemFeatures
+    train: Examples
+    validation: Examples
+    table: dict[str, torch.Tensor]
+    logq: torch.Tensor
+    evaluator: Evaluator
+    load_seconds: float
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint carries besides the model and optimizer."""
+
+    epoch: int = 0
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_state: dict | None = None
+    finished: bool = False
+
+
+@dataclass
+class _Timing:
+    load_s: float = 0.0
+    compute_s: float = 0.0
+    train_s: float = 0.0
+    examples: int = 0
+
+
+def _prepare_inputs(train: pa.Table, validation: pa.Table, items: pa.Table, cfg: TrainConfig) -> _Inputs:
+    t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     features = ItemFeatures.fit(items, n_buckets=cfg.title_buckets)
     tr = encode_examples(train, features, cfg.history_len)
@@ -300,120 +351,140 @@ def _train(
     freq = np.bincount(tr.positive, minlength=features.n_ids).astype(np.float64) + 1.0
     logq = torch.from_numpy(np.log(freq / freq.sum())).float().to(device)
     evaluator = Evaluator(va, items, features, popularity, cfg.max_eval_users, cfg.seed)
-    load_seconds = time.perf_counter() - t_load
+    return _Inputs(device, features, tr, va, table, logq, evaluator, time.perf_counter() - t0)
 
-    seed_everything(cfg.seed)
-    model = build_model(features, dim=cfg.dim, id_dropout=cfg.id_dropout, temperature=cfg.temperature).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ck_path = Path(checkpoint_dir) / CHECKPOINT
-    start, best, best_epoch, bad, history, best_state, finished = 0, -math.inf, 0, 0, [], None, False
-    ck = _load_checkpoint(ck_path, cfg, features) if resume else None
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        start, best, best_epoch, bad = ck["epoch"], ck["best_metric"], ck["best_epoch"], ck["bad_epochs"]
-        history, best_state, finished = list(ck["history"]), ck["best_state"], ck["finished"]
-        torch.set_rng_state(ck["rng"]["torch"])
-        log.info("resuming from %s after epoch %d", ck_path, start)
-    resumed_from = start
 
-    use_amp = cfg.amp and device.type == "cuda"
-    compute_s, train_s, n_seen = 0.0, 0.0, 0
-    epoch = start
-    while epoch < cfg.epochs and not finished:
-        epoch += 1
-        # Seeds derive from (seed, epoch) so a resumed epoch replays exactly.
-        torch.manual_seed(cfg.seed * 1000 + epoch)
-        model.train()
-        t0, data_s, losses, weights = time.perf_counter(), 0.0, 0.0, 0
-        it = iterate_batches(tr, cfg.batch_size, device, shuffle=True, seed=cfg.seed * 1000 + epoch)
-        while True:
-            td = time.perf_counter()
-            b = next(it, None)
-            data_s += time.perf_counter() - td
-            if b is None:
-                break
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                loss = batch_loss(model, table, b, logq)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses += float(loss.detach()) * len(b["positive"])
-            weights += len(b["positive"])
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        epoch_s = time.perf_counter() - t0
-        load_seconds += data_s
-        compute_s += epoch_s - data_s
-        train_s += epoch_s
-        n_seen += len(tr)
-        m = evaluator.model_metrics(model, table)
-        rec = m[f"recall@{K_EVAL}"]
-        row = {
-            "epoch": epoch,
-            "train_loss": losses / max(weights, 1),
-            "val_recall@20": rec,
-            "val_ndcg@20": m[f"ndcg@{K_EVAL}"],
-            "seconds": epoch_s,
-            "examples_per_s": len(tr) / epoch_s if epoch_s > 0 else float("nan"),
-        }
-        history.append(row)
-        if rec > best:
-            best, best_epoch, bad = rec, epoch, 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        else:
-            bad += 1
-        finished = bad >= cfg.patience or epoch >= cfg.epochs
-        _save_checkpoint(
-            ck_path,
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "epoch": epoch,
-                "best_metric": best,
-                "best_epoch": best_epoch,
-                "bad_epochs": bad,
-                "best_state": best_state,
-                "history": history,
-                "finished": finished,
-                "config": asdict(cfg),
-                "features": features.to_json(),
-                "rng": {"torch": torch.get_rng_state()},
-            },
-        )
-        if on_epoch is not None:
-            on_epoch(epoch, row)
+def _restore(path: Path, cfg: TrainConfig, features: ItemFeatures, model: TwoTower, opt) -> TrainState:
+    ck = _load_checkpoint(path, cfg, features) if cfg.resume else None
+    if ck is None:
+        return TrainState()
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    torch.set_rng_state(ck["rng"]["torch"])
+    log.info("resuming from %s after epoch %d", path, ck["epoch"])
+    return TrainState(**{f.name: ck[f.name] for f in fields(TrainState)})
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    m = evaluator.model_metrics(model, table)
-    pop = evaluator.popularity_metrics()
-    final = {
+
+def _checkpoint(path: Path, state: TrainState, model: TwoTower, opt, cfg: TrainConfig, features: ItemFeatures) -> None:
+    _save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            # Not asdict(state): it would deep-copy the best weights on every epoch.
+            **{f.name: getattr(state, f.name) for f in fields(state)},
+            "config": asdict(cfg),
+            "features": features.to_json(),
+            "rng": {"torch": torch.get_rng_state()},
+        },
+    )
+
+
+def _run_epoch(model: TwoTower, opt, inp: _Inputs, cfg: TrainConfig, epoch: int, timing: _Timing) -> dict:
+    """One pass over the train split; returns the epoch's history row (validation included)."""
+    # Seeds derive from (seed, epoch) so a resumed epoch replays exactly.
+    torch.manual_seed(cfg.seed * 1000 + epoch)
+    model.train()
+    use_amp = cfg.amp and inp.device.type == "cuda"
+    t0, data_s, losses, weights = time.perf_counter(), 0.0, 0.0, 0
+    it = iterate_batches(inp.train, cfg.batch_size, inp.device, shuffle=True, seed=cfg.seed * 1000 + epoch)
+    while True:
+        td = time.perf_counter()
+        b = next(it, None)
+        data_s += time.perf_counter() - td
+        if b is None:
+            break
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            loss = batch_loss(model, inp.table, b, inp.logq)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses += float(loss.detach()) * len(b["positive"])
+        weights += len(b["positive"])
+    if inp.device.type == "cuda":
+        torch.cuda.synchronize()
+    epoch_s = time.perf_counter() - t0
+    timing.load_s += data_s
+    timing.compute_s += epoch_s - data_s
+    timing.train_s += epoch_s
+    timing.examples += len(inp.train)
+    m = inp.evaluator.model_metrics(model, inp.table)
+    return {
+        "epoch": epoch,
+        "train_loss": losses / max(weights, 1),
+        "val_recall@20": m[f"recall@{K_EVAL}"],
+        "val_ndcg@20": m[f"ndcg@{K_EVAL}"],
+        "seconds": epoch_s,
+        "examples_per_s": len(inp.train) / epoch_s if epoch_s > 0 else float("nan"),
+    }
+
+
+def _advance(state: TrainState, row: dict, model: TwoTower, patience: int, epochs: int) -> None:
+    """Record the epoch, keep the best weights, decide whether to stop."""
+    state.epoch = row["epoch"]
+    state.history.append(row)
+    if row["val_recall@20"] > state.best_metric:
+        state.best_metric, state.best_epoch, state.bad_epochs = row["val_recall@20"], row["epoch"], 0
+        state.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    else:
+        state.bad_epochs += 1
+    state.finished = state.bad_epochs >= patience or state.epoch >= epochs
+
+
+def _final_metrics(model: TwoTower, inp: _Inputs, state: TrainState) -> dict:
+    m = inp.evaluator.model_metrics(model, inp.table)
+    pop = inp.evaluator.popularity_metrics()
+    return {
         "val_recall@20": m[f"recall@{K_EVAL}"],
         "val_ndcg@20": m[f"ndcg@{K_EVAL}"],
         "val_recall@20_popularity": pop[f"recall@{K_EVAL}"],
         "val_ndcg@20_popularity": pop[f"ndcg@{K_EVAL}"],
-        "val_users": evaluator.n_users,
-        "train_examples": len(tr),
-        "validation_examples": len(va),
-        "n_items": features.n_ids - 1,
-        "active_items": int(len(evaluator.cand)),
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
+        "val_users": inp.evaluator.n_users,
+        "train_examples": len(inp.train),
+        "validation_examples": len(inp.validation),
+        "n_items": inp.features.n_ids - 1,
+        "active_items": int(len(inp.evaluator.cand)),
+        "best_epoch": state.best_epoch,
+        "epochs_run": len(state.history),
     }
-    total = load_seconds + compute_s
+
+
+def _train(
+    train: pa.Table,
+    validation: pa.Table,
+    items: pa.Table,
+    cfg: TrainConfig,
+    checkpoint_dir: Path,
+    on_epoch: Callable[[int, dict], None] | None,
+) -> TrainResult:
+    inp = _prepare_inputs(train, validation, items, cfg)
+    seed_everything(cfg.seed)
+    model = build_model(inp.features, dim=cfg.dim, id_dropout=cfg.id_dropout, temperature=cfg.temperature)
+    model = model.to(inp.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ck_path = checkpoint_dir / CHECKPOINT
+    state = _restore(ck_path, cfg, inp.features, model, opt)
+    resumed_from = state.epoch
+    timing = _Timing(load_s=inp.load_seconds)
+    while state.epoch < cfg.epochs and not state.finished:
+        row = _run_epoch(model, opt, inp, cfg, state.epoch + 1, timing)
+        _advance(state, row, model, cfg.patience, cfg.epochs)
+        _checkpoint(ck_path, state, model, opt, cfg, inp.features)
+        if on_epoch is not None:
+            on_epoch(state.epoch, row)
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    model.eval()
     return TrainResult(
         model=model,
-        features=features,
-        epochs_run=len(history),
-        best_epoch=best_epoch,
-        history=history,
-        final_metrics=final,
-        examples_per_s=n_seen / train_s if train_s > 0 else 0.0,
-        device=str(device),
-        load_seconds=load_seconds,
-        compute_seconds=compute_s,
+        features=inp.features,
+        epochs_run=len(state.history),
+        best_epoch=state.best_epoch,
+        history=state.history,
+        final_metrics=_final_metrics(model, inp, state),
+        examples_per_s=timing.examples / timing.train_s if timing.train_s > 0 else 0.0,
+        device=str(inp.device),
+        load_seconds=timing.load_s,
+        compute_seconds=timing.compute_s,
         resumed_from_epoch=resumed_from,
-        extra={"total_seconds": total},
     )

@@ -1,35 +1,23 @@
-"""Dagster resources; `build_resources()` reads the environment once, for definitions.py."""
+"""Dagster resources, built from the settings that definitions.py read once."""
 
-
-from dagster import EnvVar
-
-from recsys_dagster import settings
 from recsys_dagster.resources.compute import ComputeResource
 from recsys_dagster.resources.lake import LakeResource
 from recsys_dagster.resources.mlflow import MlflowResource
 from recsys_dagster.resources.spark import SparkResource
+from recsys_dagster.settings import Settings
 
 
-def build_resources() -> dict:
-    import os
-
-    # EnvVar keeps the value out of the UI's config and re-reads it in each run process;
-    # the embedded defaults apply when the variables are not set at all.
-    os.environ.setdefault("RECSYS_LAKE_URI", settings.lake_uri())
-    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri())
-    os.environ.setdefault("RECSYS_SPARK_MASTER", "local[*]")
-    os.environ.setdefault("RECSYS_DEVICE", "auto")
+def build_resources(s: Settings) -> dict:
     return {
-        "lake": LakeResource(
-            uri=EnvVar("RECSYS_LAKE_URI"),
-            endpoint_url=os.environ.get("RECSYS_S3_ENDPOINT_URL") or None,
-        ),
-        "spark": SparkResource(master=EnvVar("RECSYS_SPARK_MASTER")),
+        "lake": LakeResource(uri=s.lake_uri, endpoint_url=s.s3_endpoint_url, region_name=s.s3_region),
+        "spark": SparkResource(master=s.spark_master, driver_memory=s.spark_driver_memory),
         "mlflow": MlflowResource(
-            tracking_uri=EnvVar("MLFLOW_TRACKING_URI"),
-            ui_url=os.environ.get("MLFLOW_UI_URL", "http://127.0.0.1:5000"),
+            tracking_uri=s.mlflow_tracking_uri,
+            artifact_root=str(s.mlflow_artifact_root),
+            registered_model=s.mlflow_model_name,
+            ui_url=s.mlflow_ui_url,
         ),
-        "compute": ComputeResource(device=EnvVar("RECSYS_DEVICE")),
+        "compute": ComputeResource(device=s.device, checkpoint_root=str(s.checkpoint_root)),
     }
 
 

@@ -1,8 +1,5 @@
 """The lake as a Dagster resource: `file://` by default, `s3://bucket/prefix` through dagster-aws."""
 
-
-from functools import cached_property
-
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
@@ -29,5 +26,7 @@ class LakeResource(ConfigurableResource):
                     region_name=self.region_name or None,
                     max_attempts=5,
                 ).get_client()
-            self._lake = Lake.from_uri(self.uri, endpoint_url=self.endpoint_url, s3_client=client)
+            self._lake = Lake.from_uri(
+                self.uri, endpoint_url=self.endpoint_url, region_name=self.region_name, s3_client=client
+            )
         return self._lake

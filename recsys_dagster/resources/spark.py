@@ -1,15 +1,18 @@
 """Spark as a resource: local[*] by default, a cluster through `master`."""
 
-
 from dagster import ConfigurableResource
+from pydantic import Field
 
+from recsys_dagster.settings import DEFAULT_SPARK_DRIVER_MEMORY, DEFAULT_SPARK_MASTER
 from recsys_dagster.spark.session import get_spark
 
 
 class SparkResource(ConfigurableResource):
-    master: str = "local[*]"
-    driver_memory: str = "4g"
-    shuffle_partitions: int | None = None
+    master: str = Field(
+        default=DEFAULT_SPARK_MASTER, description="Spark master URL (local[*], spark://host:7077, ...)."
+    )
+    driver_memory: str = Field(default=DEFAULT_SPARK_DRIVER_MEMORY, description="spark.driver.memory")
+    shuffle_partitions: int | None = Field(default=None, description="Default: 8 locally, 200 on a cluster.")
 
     def get_session(self):
         # getOrCreate: one JVM per run process, shared by every asset in the run.
@@ -17,5 +20,5 @@ class SparkResource(ConfigurableResource):
             master=self.master,
             app_name="recsys-dagster",
             shuffle_partitions=self.shuffle_partitions,
-            extra_conf={"spark.driver.memory": self.driver_memory},
+            driver_memory=self.driver_memory,
         )

@@ -92,7 +92,9 @@ def create_app(settings: Settings | None = None, *, store: BundleStore | None = 
         def loader(path, version):
             return Engine.from_dir(path, version, candidates=settings.candidates, threads=settings.threads)
 
-        store = BundleStore(lake, settings.cache_dir, poll_seconds=settings.poll_seconds, metrics=metrics, loader=loader)
+        store = BundleStore(
+            lake, settings.cache_dir, poll_seconds=settings.poll_seconds, metrics=metrics, loader=loader
+        )
     else:
         store.metrics = metrics
         if store.engine is not None:
@@ -175,16 +177,18 @@ def create_app(settings: Settings | None = None, *, store: BundleStore | None = 
             metrics.fallbacks.labels(reason=rec.fallback).inc()
         if rec.topped_up:
             metrics.topped_up.inc(rec.topped_up)
-        return FastJSONResponse({
-            "user_id": body.user_id,
-            "model_version": rec.model_version,
-            "items": rec.items,
-            "fallback": {"reason": rec.fallback} if rec.fallback else None,
-            "source": rec.source,
-            "unknown_items": rec.unknown_items,
-            "topped_up": rec.topped_up,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-        })
+        return FastJSONResponse(
+            {
+                "user_id": body.user_id,
+                "model_version": rec.model_version,
+                "items": rec.items,
+                "fallback": {"reason": rec.fallback} if rec.fallback else None,
+                "source": rec.source,
+                "unknown_items": rec.unknown_items,
+                "topped_up": rec.topped_up,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+        )
 
     @app.get("/items/{item_id}/similar", dependencies=[Depends(require_key)])
     async def similar(item_id: str, request: Request, k: int = Query(10, ge=1, le=settings.max_k)) -> Response:

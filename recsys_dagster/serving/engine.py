@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,10 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     names = {i.name for i in sess.get_inputs()}
     if names != set(TOWER_INPUTS) or [o.name for o in sess.get_outputs()] != ["user_vec"]:
-        raise BundleError(f"user_tower.onnx has inputs {sorted(names)} / outputs {[o.name for o in sess.get_outputs()]}, contract says {list(TOWER_INPUTS)} -> ['user_vec']")
+        raise BundleError(
+            f"user_tower.onnx has inputs {sorted(names)} / outputs {[o.name for o in sess.get_outputs()]}, "
+            f"contract says {list(TOWER_INPUTS)} -> ['user_vec']"
+        )
     return sess
 
 
@@ -82,7 +85,9 @@ class Engine:
         manifest: dict[str, Any] | None = None,
     ):
         if embeddings.ndim != 2 or embeddings.shape[0] != catalog.n_items:
-            raise BundleError(f"item_embeddings.npy has shape {embeddings.shape}, items.parquet has {catalog.n_items} rows")
+            raise BundleError(
+                f"item_embeddings.npy has shape {embeddings.shape}, items.parquet has {catalog.n_items} rows"
+            )
         if index.d != embeddings.shape[1]:
             raise BundleError(f"index dimension {index.d} != embedding dimension {embeddings.shape[1]}")
         self.version = version
@@ -105,7 +110,7 @@ class Engine:
         *,
         candidates: int = DEFAULT_CANDIDATES,
         threads: int = 1,
-    ) -> "Engine":
+    ) -> Engine:
         """Load the six bundle files of `path` (manifest.json and index.json optional)."""
         path = Path(path)
         missing = [n for n in BUNDLE_FILES if not (path / n).is_file()]
@@ -122,14 +127,19 @@ class Engine:
             faiss.omp_set_num_threads(threads)
             session = _session(path / "user_tower.onnx", threads)
             index = faiss.read_index(str(path / "item_index.faiss"))
-            params = {**(index_meta.get("params") or index_meta.get("parameters") or {}), **(manifest.get("index_params") or {})}
+            params = {
+                **(index_meta.get("params") or index_meta.get("parameters") or {}),
+                **(manifest.get("index_params") or {}),
+            }
             _set_index_params(index, params)
             catalog = load_catalog(path / "items.parquet", path / "popular.json")
             embeddings = np.load(path / "item_embeddings.npy", allow_pickle=False)
             if embeddings.dtype != np.float32:
                 raise BundleError(f"item_embeddings.npy is {embeddings.dtype}, contract says float32")
             hist = pq.read_table(path / "user_histories.parquet", columns=["user_id", "history"])
-            histories = {u: h or [] for u, h in zip(hist.column("user_id").to_pylist(), hist.column("history").to_pylist())}
+            histories = {
+                u: h or [] for u, h in zip(hist.column("user_id").to_pylist(), hist.column("history").to_pylist())
+            }
         except BundleError:
             raise
         except Exception as exc:  # onnxruntime, faiss and pyarrow raise their own types
@@ -180,8 +190,11 @@ class Engine:
             if rows:
                 emb[i, length - len(rows) :] = self.embeddings[rows]
                 mask[i, length - len(rows) :] = 1.0
-        device = np.array([_DEVICE_INDEX.get(d, UNKNOWN_DEVICE) if d else UNKNOWN_DEVICE for d in (devices or [None] * b)], dtype=np.int64)
-        now_hour = datetime.now(timezone.utc).hour
+        device = np.array(
+            [_DEVICE_INDEX.get(d, UNKNOWN_DEVICE) if d else UNKNOWN_DEVICE for d in (devices or [None] * b)],
+            dtype=np.int64,
+        )
+        now_hour = datetime.now(UTC).hour
         hour_list = [now_hour if h is None else int(h) for h in (hours or [None] * b)]
         if any(not 0 <= h <= 23 for h in hour_list):
             raise ValueError(f"hour must be in 0..23, got {hour_list}")
@@ -248,7 +261,9 @@ class Engine:
             valid = cand_rows >= 0
             cand_rows, cand_scores = cand_rows[valid], cand_scores[valid]
             keep = keep_mask(self.catalog, cand_rows, filters, exclude)
-            cand_rows, cand_scores = apply_popularity_penalty(self.catalog, cand_rows[keep], cand_scores[keep], popularity_penalty)
+            cand_rows, cand_scores = apply_popularity_penalty(
+                self.catalog, cand_rows[keep], cand_scores[keep], popularity_penalty
+            )
             rows, scores = diversify(self.catalog, cand_rows, cand_scores, k, diversity_cap)
             if not rows:
                 fallback = "no_candidates"
@@ -278,7 +293,11 @@ class Engine:
     ) -> tuple[list[int], list[float]]:
         """The next `n` popular items that pass the filters, the cap and are not in `taken`."""
         cat = self.catalog
-        skip = np.array(taken, dtype=np.int64) if exclude is None else np.concatenate([exclude, np.array(taken, dtype=np.int64)])
+        skip = (
+            np.array(taken, dtype=np.int64)
+            if exclude is None
+            else np.concatenate([exclude, np.array(taken, dtype=np.int64)])
+        )
         counts = leaf_counts(cat, taken)
         out_rows: list[int] = []
         out_scores: list[float] = []
@@ -286,7 +305,9 @@ class Engine:
         for start in range(0, cat.popular_rows.size, chunk):
             rows = cat.popular_rows[start : start + chunk]
             keep = keep_mask(cat, rows, filters, skip)
-            r, s = diversify(cat, rows[keep], cat.popular_scores[start : start + chunk][keep], n - len(out_rows), cap, counts)
+            r, s = diversify(
+                cat, rows[keep], cat.popular_scores[start : start + chunk][keep], n - len(out_rows), cap, counts
+            )
             out_rows += r
             out_scores += s
             if len(out_rows) >= n:

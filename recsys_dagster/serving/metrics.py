@@ -19,12 +19,20 @@ class Metrics:
         self.latency = Histogram(
             "recsys_request_latency_seconds", "HTTP request latency", ["endpoint"], buckets=LATENCY_BUCKETS, registry=r
         )
-        self.fallbacks = Counter("recsys_fallbacks_total", "Recommendations served from a fallback", ["reason"], registry=r)
-        self.topped_up = Counter("recsys_topped_up_items_total", "Items filled from popularity after re-ranking", registry=r)
+        self.fallbacks = Counter(
+            "recsys_fallbacks_total", "Recommendations served from a fallback", ["reason"], registry=r
+        )
+        self.topped_up = Counter(
+            "recsys_topped_up_items_total", "Items filled from popularity after re-ranking", registry=r
+        )
         self.bundle_info = Gauge("recsys_bundle_info", "The bundle being served (value 1)", ["version"], registry=r)
         self.reloads = Counter("recsys_bundle_reloads_total", "Bundles loaded and swapped in", registry=r)
-        self.reload_failures = Counter("recsys_bundle_reload_failures_total", "Bundles refused (verification or load failed)", registry=r)
-        self.bundle_load_seconds = Gauge("recsys_bundle_load_seconds", "Fetch + load time of the last bundle swapped in", registry=r)
+        self.reload_failures = Counter(
+            "recsys_bundle_reload_failures_total", "Bundles refused (verification or load failed)", registry=r
+        )
+        self.bundle_load_seconds = Gauge(
+            "recsys_bundle_load_seconds", "Fetch + load time of the last bundle swapped in", registry=r
+        )
 
     def set_bundle(self, version: str) -> None:
         self.bundle_info.clear()

@@ -64,7 +64,9 @@ def keep_mask(catalog: Catalog, rows: np.ndarray, filters: Filters | None, exclu
     return mask
 
 
-def apply_popularity_penalty(catalog: Catalog, rows: np.ndarray, scores: np.ndarray, penalty: float) -> tuple[np.ndarray, np.ndarray]:
+def apply_popularity_penalty(
+    catalog: Catalog, rows: np.ndarray, scores: np.ndarray, penalty: float
+) -> tuple[np.ndarray, np.ndarray]:
     """score - penalty * normalised log1p(popularity), re-sorted (stable) best first."""
     if penalty <= 0 or rows.size == 0:
         return rows, scores

@@ -22,7 +22,7 @@ class FiltersIn(BaseModel):
     location: str | None = Field(default=None, min_length=1, max_length=256)
 
     @model_validator(mode="after")
-    def _price_range(self) -> "FiltersIn":
+    def _price_range(self) -> FiltersIn:
         if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
             raise ValueError(f"price_min ({self.price_min}) must be <= price_max ({self.price_max})")
         return self

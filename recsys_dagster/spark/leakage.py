@@ -12,7 +12,7 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from recsys_dagster.spark.training import NEGATIVE_KINDS, SPLITS, ExampleConfig, negative_quota
+from recsys_dagster.spark.training import NEGATIVE_KINDS, SPLITS, ExampleConfig, ExampleCounts, negative_quota
 
 DEFAULT_MIX_TOLERANCE = 0.1
 
@@ -34,7 +34,12 @@ def check_no_leakage(train: DataFrame, validation: DataFrame, test: DataFrame) -
         part = df.select("user_id", "item_id", "timestamp", "history", F.lit(name).alias("_split"))
         rows = part if rows is None else rows.unionByName(part)
     assert rows is not None
-    stats = {r["_split"]: r for r in rows.groupBy("_split").agg(F.count(F.lit(1)).alias("n"), F.min("timestamp").alias("lo"), F.max("timestamp").alias("hi")).collect()}
+    stats = {
+        r["_split"]: r
+        for r in rows.groupBy("_split")
+        .agg(F.count(F.lit(1)).alias("n"), F.min("timestamp").alias("lo"), F.max("timestamp").alias("hi"))
+        .collect()
+    }
     n = {s: int(stats[s]["n"]) if s in stats else 0 for s in SPLITS}
 
     # A row is out of order when a later split has a timestamp at or before its own.
@@ -91,9 +96,7 @@ def check_negatives_disjoint(examples: DataFrame, positives_by_user: DataFrame |
         F.sum((F.col("neg") == F.col("item_id")).cast("long")).alias("self"),
         F.sum(F.col("neg").isNull().cast("long")).alias("nulls"),
     ).first()
-    user_hits = negs.join(
-        pos.withColumnRenamed("item_id", "neg"), ["user_id", "neg"], "left_semi"
-    ).count()
+    user_hits = negs.join(pos.withColumnRenamed("item_id", "neg"), ["user_id", "neg"], "left_semi").count()
     n_self, n_null = int(counts["self"] or 0), int(counts["nulls"] or 0)
     passed = n_self == 0 and user_hits == 0 and n_null == 0
     desc = (
@@ -113,19 +116,15 @@ def check_negatives_disjoint(examples: DataFrame, positives_by_user: DataFrame |
     )
 
 
-def check_counts(counts: dict[str, Any], cfg: ExampleConfig, tolerance: float = DEFAULT_MIX_TOLERANCE) -> CheckOutcome:
+def check_counts(counts: ExampleCounts, cfg: ExampleConfig, tolerance: float = DEFAULT_MIX_TOLERANCE) -> CheckOutcome:
     """No split empty, K negatives on every row, and each kind's share within `tolerance`
     of its quota (cfg.mix rounded to whole negatives per row; popular and hard draws that
     fall short are topped up with uniform ones, which moves the mix).
-
-    `counts`: what `training_partition` returns (`counts` {split: rows}, `negative_mix`
-    {kind: n}, `bad_negative_rows`), or the same with the split rows at the top level.
     """
-    per_split = counts.get("counts", counts)
-    rows = {s: int(per_split.get(s, 0)) for s in SPLITS}
+    rows = {s: int(counts.counts.get(s, 0)) for s in SPLITS}
     empty = [s for s in SPLITS if rows[s] == 0]
-    wrong_k = int(counts.get("bad_negative_rows", 0))
-    kinds = {k: int(counts.get("negative_mix", {}).get(k, 0)) for k in NEGATIVE_KINDS}
+    wrong_k = counts.bad_negative_rows
+    kinds = {k: int(counts.negative_mix.get(k, 0)) for k in NEGATIVE_KINDS}
     total = sum(kinds.values())
     expected_total = sum(rows.values()) * cfg.negatives
     quota = negative_quota(cfg)
@@ -136,7 +135,10 @@ def check_counts(counts: dict[str, Any], cfg: ExampleConfig, tolerance: float = 
     if empty:
         problems.append(f"empty split(s): {', '.join(empty)}")
     if wrong_k or total != expected_total:
-        problems.append(f"{wrong_k} rows without exactly {cfg.negatives} negatives ({total} negatives for {expected_total} expected)")
+        problems.append(
+            f"{wrong_k} rows without exactly {cfg.negatives} negatives "
+            f"({total} negatives for {expected_total} expected)"
+        )
     if bad_mix:
         problems.append(
             "negative mix off: " + ", ".join(f"{k} {share[k]:.3f} vs {quota[k] / cfg.negatives:.3f}" for k in bad_mix)
@@ -144,4 +146,6 @@ def check_counts(counts: dict[str, Any], cfg: ExampleConfig, tolerance: float = 
     meta: dict[str, Any] = {f"rows_{s}": rows[s] for s in SPLITS}
     meta.update({f"share_{k}": round(share[k], 4) for k in NEGATIVE_KINDS})
     meta.update(bad_negative_rows=wrong_k, negatives_total=total, negatives_expected=expected_total)
-    return CheckOutcome(not problems, "; ".join(problems) or "splits non-empty, K negatives per row, mix within tolerance", meta)
+    return CheckOutcome(
+        not problems, "; ".join(problems) or "splits non-empty, K negatives per row, mix within tolerance", meta
+    )

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import os
+from recsys_dagster.settings import DEFAULT_SPARK_DRIVER_MEMORY, DEFAULT_SPARK_MASTER
 
 
-def get_spark(master: str | None = None, app_name: str = "recsys", shuffle_partitions: int | None = None, extra_conf: dict[str, str] | None = None):
+def get_spark(
+    master: str = DEFAULT_SPARK_MASTER,
+    app_name: str = "recsys",
+    shuffle_partitions: int | None = None,
+    driver_memory: str = DEFAULT_SPARK_DRIVER_MEMORY,
+    extra_conf: dict[str, str] | None = None,
+):
+    """A SparkSession (getOrCreate). The caller passes every setting; SPARK_LOCAL_IP for the
+    JVM comes from `settings.apply_quiet_defaults()`."""
     from pyspark.sql import SparkSession
 
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    master = master or os.environ.get("RECSYS_SPARK_MASTER", "local[*]")
     builder = (
         SparkSession.builder.master(master)
         .appName(app_name)
@@ -17,7 +23,7 @@ def get_spark(master: str | None = None, app_name: str = "recsys", shuffle_parti
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions or (8 if master.startswith("local") else 200)))
-        .config("spark.driver.memory", os.environ.get("RECSYS_SPARK_DRIVER_MEMORY", "4g"))
+        .config("spark.driver.memory", driver_memory)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.driver.bindAddress", "127.0.0.1" if master.startswith("local") else "0.0.0.0")
     )

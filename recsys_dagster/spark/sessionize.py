@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
-from datetime import date, datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from pyspark.sql import functions as F
 
 from recsys_dagster.contract import EVENT_WEIGHTS, EVENTS, SESSIONS, day_prefix
 from recsys_dagster.lake import Lake
+from recsys_dagster.records import Record
+from recsys_dagster.settings import documented
 from recsys_dagster.spark.io import read_lake_parquet, write_lake_parquet
 
 REQUIRED_EVENT_COLUMNS: tuple[str, ...] = ("event_id", "user_id", "item_id", "event_type", "timestamp", "device_type")
@@ -44,7 +47,24 @@ SESSION_COLUMNS: tuple[str, ...] = (
 )
 
 # Bucket upper bounds (inclusive) of the session-length histogram in the summary.
-_LENGTH_BUCKETS: tuple[tuple[str, int], ...] = (("1", 1), ("2", 2), ("3-5", 5), ("6-10", 10), ("11-20", 20), ("21-50", 50))
+DEFAULT_GAP_MINUTES = 30
+
+
+@dataclass(frozen=True)
+class SessionizeConfig:
+    """How events become sessions."""
+
+    gap_minutes: int = documented(DEFAULT_GAP_MINUTES, "Inactivity that ends a session, in minutes.")
+
+
+_LENGTH_BUCKETS: tuple[tuple[str, int], ...] = (
+    ("1", 1),
+    ("2", 2),
+    ("3-5", 5),
+    ("6-10", 10),
+    ("11-20", 20),
+    ("21-50", 50),
+)
 _PREVIEW_LIST_ITEMS = 5
 
 
@@ -53,7 +73,7 @@ def _day_start_us(day: str) -> int:
         d = date.fromisoformat(day)
     except ValueError as exc:
         raise ValueError(f"day must be YYYY-MM-DD, got {day!r}") from exc
-    return int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp()) * 1_000_000
+    return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()) * 1_000_000
 
 
 def session_id_for(user_id: str, start_ts: datetime, first_event_id: str) -> str:
@@ -61,7 +81,7 @@ def session_id_for(user_id: str, start_ts: datetime, first_event_id: str) -> str
     sha1 of `"{user_id}|{start micros since epoch, UTC}|{first_event_id}"`, first 16 hex."""
     if start_ts.tzinfo is None:
         raise ValueError("start_ts must be timezone-aware")
-    delta = start_ts - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = start_ts - datetime(1970, 1, 1, tzinfo=UTC)
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     return hashlib.sha1(f"{user_id}|{micros}|{first_event_id}".encode()).hexdigest()[:16]
 
@@ -76,7 +96,7 @@ def _fail_if(cond: Column, message: str, value: Column) -> Column:
 def sessionize(
     events: DataFrame,
     day: str,
-    gap_minutes: int = 30,
+    gap_minutes: int = DEFAULT_GAP_MINUTES,
     weights: dict[str, float] = EVENT_WEIGHTS,
 ) -> DataFrame:
     """The sessions of `day` (sessions schema) from `events` of day-1 and day.
@@ -129,7 +149,9 @@ def sessionize(
     by_user = Window.partitionBy("user_id").orderBy("ts_us", "event_id")
     prev = F.lag("ts_us").over(by_user)
     flagged = deduped.withColumn("is_new", F.when(prev.isNull() | (F.col("ts_us") - prev > gap_us), 1).otherwise(0))
-    numbered = flagged.withColumn("session_idx", F.sum("is_new").over(by_user.rowsBetween(Window.unboundedPreceding, 0)))
+    numbered = flagged.withColumn(
+        "session_idx", F.sum("is_new").over(by_user.rowsBetween(Window.unboundedPreceding, 0))
+    )
 
     # Sorting structs orders by their fields in turn: timestamp, then event id.
     ev = F.struct("ts_us", "event_id", "item_id", "event_type", "weight", "device_type")
@@ -173,12 +195,38 @@ def _shorten(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class SessionsSummary(Record):
+    """What `sessionize_partition` wrote for a day."""
+
+    dt: str
+    sessions: int
+    events: int  # events in those sessions
+    users: int
+    length_histogram: dict[str, int]  # events per session bucket -> sessions
+    duration_p50_s: float | None
+    duration_p95_s: float | None
+    preview: list[dict[str, Any]]  # first rows, lists shortened
+    files: int
+    gap_minutes: int
+    input_events: int  # rows read (D-1 and D)
+    duplicate_events: int  # rows collapsed by event id
+
+
 def _summarize(staged: Path) -> dict[str, Any]:
     """Counts, length histogram, duration percentiles and a preview, from the written files."""
     files = sorted(staged.glob("*.parquet"))
     table = pq.ParquetDataset([str(f) for f in files]).read() if files else None
     if table is None or table.num_rows == 0:
-        return {"sessions": 0, "events": 0, "users": 0, "length_histogram": {}, "duration_p50_s": None, "duration_p95_s": None, "preview": []}
+        return {
+            "sessions": 0,
+            "events": 0,
+            "users": 0,
+            "length_histogram": {},
+            "duration_p50_s": None,
+            "duration_p95_s": None,
+            "preview": [],
+        }
     n_events = table.column("n_events")
     hist: dict[str, int] = {}
     lower = 0
@@ -202,15 +250,13 @@ def sessionize_partition(
     spark: SparkSession,
     lake: Lake,
     dt: str,
-    gap_minutes: int = 30,
+    gap_minutes: int = DEFAULT_GAP_MINUTES,
     staging_dir: Path | None = None,
-) -> dict[str, Any]:
+) -> SessionsSummary:
     """Read events of dt-1 (if present) and dt, write `sessions/dt=<dt>`, return a summary.
 
-    The summary: sessions, events (in those sessions), users, length_histogram,
-    duration_p50_s / duration_p95_s, preview (first 5 rows, lists shortened), plus
-    input_events and duplicate_events (rows collapsed by event id). Raises ValueError when
-    events of dt are missing: an empty day must be a visible failure, not empty sessions.
+    Raises ValueError when events of dt are missing: an empty day must be a visible
+    failure, not empty sessions.
     """
     if not lake.has_data(day_prefix(EVENTS, dt)):
         raise ValueError(f"no events at {lake.uri}/{day_prefix(EVENTS, dt)}: ingest day {dt} first")
@@ -224,15 +270,14 @@ def sessionize_partition(
         counts = events.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("event_id").alias("ids")).first()
         sessions = sessionize(events, dt, gap_minutes).sortWithinPartitions("user_id", "start_ts")
         files = write_lake_parquet(sessions, lake, day_prefix(SESSIONS, dt), staging)
-        summary = _summarize(staging / "write")
-        summary.update(
+        return SessionsSummary(
+            **_summarize(staging / "write"),
             dt=dt,
             files=files,
             gap_minutes=gap_minutes,
             input_events=int(counts["rows"]),
             duplicate_events=int(counts["rows"] - counts["ids"]),
         )
-        return summary
     finally:
         if own_staging:
             shutil.rmtree(staging, ignore_errors=True)

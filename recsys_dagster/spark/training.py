@@ -9,18 +9,18 @@ on partitioning: the same input and seed give the same examples on any cluster.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from recsys_dagster.contract import CATALOG, EVENT_WEIGHTS, SESSIONS, TRAINING, day_prefix, week_prefix
+from recsys_dagster.contract import CATALOG, SESSIONS, TRAINING, day_prefix, week_prefix
 from recsys_dagster.lake import Lake
+from recsys_dagster.spark.examples import ExampleConfig, ExampleCounts, ExamplesSummary
 
 NEGATIVE_KINDS: tuple[str, ...] = ("popular", "uniform", "hard")
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -58,34 +58,6 @@ _KIND_RANK = {"popular": 0, "hard": 1, "uniform": 2}
 
 class TrainingDataError(ValueError):
     """The window's data cannot give valid training examples (missing days, bad sessions)."""
-
-
-@dataclass
-class ExampleConfig:
-    history_len: int = 20
-    negatives: int = 8
-    mix: tuple[float, float, float] = (0.5, 0.25, 0.25)  # popular, uniform, hard
-    popularity_alpha: float = 0.75
-    validation_days: int = 2
-    test_days: int = 2
-    window_days: int = 28
-    seed: int = 13
-    weights: dict[str, float] = field(default_factory=lambda: dict(EVENT_WEIGHTS))
-
-    def __post_init__(self) -> None:
-        if self.history_len < 1 or self.negatives < 1:
-            raise ValueError(f"history_len and negatives must be >= 1, got {self.history_len}, {self.negatives}")
-        if len(self.mix) != 3 or any(m < 0 for m in self.mix) or abs(sum(self.mix) - 1.0) > 1e-6:
-            raise ValueError(f"mix must be three non-negative fractions summing to 1, got {self.mix}")
-        if self.validation_days < 1 or self.test_days < 1:
-            raise ValueError("validation_days and test_days must be >= 1")
-        if self.window_days <= self.validation_days + self.test_days:
-            raise ValueError(
-                f"window_days ({self.window_days}) must exceed validation_days + test_days "
-                f"({self.validation_days + self.test_days}) to leave train days"
-            )
-        if self.popularity_alpha < 0:
-            raise ValueError(f"popularity_alpha must be >= 0, got {self.popularity_alpha}")
 
 
 # --- calendar -------------------------------------------------------------------------
@@ -142,7 +114,7 @@ def _check_sessions(sessions: DataFrame, week_end: date) -> None:
     missing = [c for c in REQUIRED_SESSION_COLUMNS if c not in sessions.columns]
     if missing:
         raise TrainingDataError(f"sessions lack columns {missing}")
-    end_us = int(datetime(week_end.year, week_end.month, week_end.day, tzinfo=timezone.utc).timestamp()) * 1_000_000 + _DAY_US
+    end_us = int(datetime(week_end.year, week_end.month, week_end.day, tzinfo=UTC).timestamp()) * 1_000_000 + _DAY_US
     n = F.size("item_ids")
     row = sessions.agg(
         F.sum(
@@ -173,7 +145,12 @@ def explode_positives(sessions: DataFrame, week_end: date, cfg: ExampleConfig) -
     ranges = split_ranges(week_end, cfg)
     weight_map = F.create_map(*[x for k, v in cfg.weights.items() for x in (F.lit(k), F.lit(float(v)))])
     ev = sessions.select(
-        "session_id", "user_id", "device_type", "event_types", "timestamps", "event_weights",
+        "session_id",
+        "user_id",
+        "device_type",
+        "event_types",
+        "timestamps",
+        "event_weights",
         F.posexplode("item_ids").alias("pos", "item_id"),
     )
     idx = F.col("pos") + 1
@@ -227,7 +204,9 @@ def histories_before(positives: DataFrame, history_len: int) -> DataFrame:
     at = positives.groupBy("user_id", "ts_us").agg(F.array_sort(F.collect_set("item_id")).alias("_items"))
     before = Window.partitionBy("user_id").orderBy("ts_us").rowsBetween(Window.unboundedPreceding, -1)
     return at.select(
-        "user_id", "ts_us", _last_distinct(F.flatten(F.collect_list("_items").over(before)), history_len).alias("history")
+        "user_id",
+        "ts_us",
+        _last_distinct(F.flatten(F.collect_list("_items").over(before)), history_len).alias("history"),
     )
 
 
@@ -263,7 +242,9 @@ def items_table(catalog: DataFrame, positives: DataFrame, week_end: date, cfg: E
     is_train = F.col("split") == "train"
     stats = positives.groupBy("item_id").agg(
         F.sum(is_train.cast("long")).alias("train_count"),
-        F.sum(F.when(is_train & (F.col("day") >= F.lit(recent_from)), F.col("weight")).otherwise(0.0)).alias("recent_count"),
+        F.sum(F.when(is_train & (F.col("day") >= F.lit(recent_from)), F.col("weight")).otherwise(0.0)).alias(
+            "recent_count"
+        ),
         F.min("timestamp").alias("_first_event"),
     )
     first_snapshot = F.timestamp_micros(F.unix_date(F.to_date("_first_dt")).cast("long") * _DAY_US)
@@ -311,9 +292,11 @@ def _extra(q: int) -> int:
 
 def _draws(rows: DataFrame, n: int, kind: str, salt: str, seed: int) -> DataFrame:
     d = rows.withColumn("j", F.explode(F.sequence(F.lit(0), F.lit(n - 1))))
-    return d.withColumn("u1", _unit(F.lit(seed), F.lit(salt), F.col("key"), F.col("j"), F.lit(1))).withColumn(
-        "u2", _unit(F.lit(seed), F.lit(salt), F.col("key"), F.col("j"), F.lit(2))
-    ).withColumn("kind", F.lit(kind))
+    return (
+        d.withColumn("u1", _unit(F.lit(seed), F.lit(salt), F.col("key"), F.col("j"), F.lit(1)))
+        .withColumn("u2", _unit(F.lit(seed), F.lit(salt), F.col("key"), F.col("j"), F.lit(2)))
+        .withColumn("kind", F.lit(kind))
+    )
 
 
 def _pick(candidates: DataFrame, user_pos: DataFrame) -> DataFrame:
@@ -327,14 +310,18 @@ def _pick(candidates: DataFrame, user_pos: DataFrame) -> DataFrame:
 
 def _top_up(result: DataFrame, candidates: DataFrame, k: int) -> DataFrame:
     """Append `candidates` (key, cand, j; already valid) to rows with fewer than k negatives."""
-    fresh = candidates.join(result.select("key", "negatives"), "key").filter(~F.array_contains("negatives", F.col("cand")))
+    fresh = candidates.join(result.select("key", "negatives"), "key").filter(
+        ~F.array_contains("negatives", F.col("cand"))
+    )
     first = Window.partitionBy("key", "cand").orderBy("j")
     fresh = fresh.withColumn("_r", F.row_number().over(first)).filter("_r = 1")
     extra = fresh.groupBy("key").agg(
         F.transform(F.array_sort(F.collect_list(F.struct("j", "cand"))), lambda s: s["cand"]).alias("_more")
     )
     joined = result.join(extra, "key", "left")
-    more = F.slice(F.coalesce("_more", F.array().cast("array<string>")), 1, F.greatest(F.lit(0), k - F.size("negatives")))
+    more = F.slice(
+        F.coalesce("_more", F.array().cast("array<string>")), 1, F.greatest(F.lit(0), k - F.size("negatives"))
+    )
     return joined.select(
         *[c for c in result.columns if c not in ("negatives", "negative_kinds")],
         F.concat("negatives", more).alias("negatives"),
@@ -364,9 +351,13 @@ def sample_negatives(positives: DataFrame, items: DataFrame, cfg: ExampleConfig)
         .reset_index(drop=True)
     )
     if act.empty:
-        raise TrainingDataError("no active items in the window's last catalog snapshot: nothing to sample negatives from")
+        raise TrainingDataError(
+            "no active items in the window's last catalog snapshot: nothing to sample negatives from"
+        )
     act["slot"] = np.arange(len(act), dtype=np.int64)
-    uniform_df = spark.createDataFrame(act[["slot", "item_id"]].rename(columns={"item_id": "cand"}), "slot long, cand string")
+    uniform_df = spark.createDataFrame(
+        act[["slot", "item_id"]].rename(columns={"item_id": "cand"}), "slot long, cand string"
+    )
     n_act = len(act)
 
     pop_w = act["train_count"].to_numpy(dtype=np.float64) ** cfg.popularity_alpha
@@ -399,7 +390,11 @@ def sample_negatives(positives: DataFrame, items: DataFrame, cfg: ExampleConfig)
     if quota["popular"] and alias_df is not None:
         d = _draws(rows, _extra(quota["popular"]), "popular", "popular", cfg.seed)
         d = d.withColumn("slot", F.floor(F.col("u1") * n_act).cast("long")).join(alias_df, "slot")
-        parts.append(d.withColumn("cand", F.when(F.col("u2") < F.col("prob"), F.col("cand_a")).otherwise(F.col("cand_b"))).select(cols))
+        parts.append(
+            d.withColumn(
+                "cand", F.when(F.col("u2") < F.col("prob"), F.col("cand_a")).otherwise(F.col("cand_b"))
+            ).select(cols)
+        )
     if quota["hard"]:
         leafy = rows.join(items.select("item_id", "category_path"), "item_id").join(leaf_size, "category_path")
         d = _draws(leafy, _extra(quota["hard"]), "hard", "hard", cfg.seed)
@@ -426,20 +421,26 @@ def sample_negatives(positives: DataFrame, items: DataFrame, cfg: ExampleConfig)
     empty = F.array().cast("array<string>")
     # Materialised once: the short-row test below and the caller would otherwise each
     # recompute the whole draw-and-join plan.
-    result = rows.join(per_row, "key", "left").select(
-        "key",
-        "user_id",
-        "session_id",
-        "item_id",
-        F.coalesce(F.transform(chosen, lambda s: s["cand"]), empty).alias("negatives"),
-        F.coalesce(F.transform(chosen, lambda s: s["kind"]), empty).alias("negative_kinds"),
-    ).localCheckpoint()
+    result = (
+        rows.join(per_row, "key", "left")
+        .select(
+            "key",
+            "user_id",
+            "session_id",
+            "item_id",
+            F.coalesce(F.transform(chosen, lambda s: s["cand"]), empty).alias("negatives"),
+            F.coalesce(F.transform(chosen, lambda s: s["kind"]), empty).alias("negative_kinds"),
+        )
+        .localCheckpoint()
+    )
     short = result.filter(F.size("negatives") < k).select("key", "user_id", "item_id")
     if short.limit(1).count():
         # Every remaining active item, in hash order: exact, so a row stays short only if
         # the user's positives leave fewer than K active items. Rare (tiny catalogs, very
         # active users), hence the cross join only over the short rows.
-        every = short.crossJoin(uniform_df.select("cand")).withColumn("j", F.xxhash64(F.lit(cfg.seed), F.col("key"), F.col("cand")))
+        every = short.crossJoin(uniform_df.select("cand")).withColumn(
+            "j", F.xxhash64(F.lit(cfg.seed), F.col("key"), F.col("cand"))
+        )
         every = _pick(every.withColumn("rank", F.lit(2)), user_pos).select("key", "cand", "j")
         result = _top_up(result, every, k)
     return result.drop("key")
@@ -494,46 +495,53 @@ def _parse_week(week: str) -> date:
     return monday
 
 
-def _counts(examples: DataFrame, items: DataFrame, cfg: ExampleConfig) -> dict[str, Any]:
+def count_examples(examples: DataFrame, items: DataFrame, cfg: ExampleConfig) -> ExampleCounts:
+    """Rows per split, negatives per row and kind, users and items of `examples` (all
+    splits, with `split`) and the items table."""
     by_split = {
         r["split"]: r
         for r in examples.groupBy("split")
         .agg(
             F.count(F.lit(1)).alias("rows"),
-            F.sum(((F.size("negatives") != cfg.negatives) | (F.size("negative_kinds") != F.size("negatives"))).cast("long")).alias("bad_k"),
+            F.sum(
+                ((F.size("negatives") != cfg.negatives) | (F.size("negative_kinds") != F.size("negatives"))).cast(
+                    "long"
+                )
+            ).alias("bad_k"),
             F.min("timestamp").alias("min_ts"),
             F.max("timestamp").alias("max_ts"),
         )
         .collect()
     }
-    kinds = {r["kind"]: int(r["n"]) for r in examples.select(F.explode("negative_kinds").alias("kind")).groupBy("kind").agg(F.count(F.lit(1)).alias("n")).collect()}
-    it = items.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("active").cast("long")).alias("active")).first()
-    iso = lambda t: t.astimezone(timezone.utc).isoformat() if t is not None else None  # noqa: E731
-    return {
-        "counts": {s: int(by_split[s]["rows"]) if s in by_split else 0 for s in SPLITS},
-        "negatives_per_row": cfg.negatives,
-        "bad_negative_rows": sum(int(r["bad_k"] or 0) for r in by_split.values()),
-        "negative_mix": {kind: kinds.get(kind, 0) for kind in NEGATIVE_KINDS},
-        "users": int(examples.select("user_id").distinct().count()),
-        "items": int(it["n"]),
-        "active_items": int(it["active"] or 0),
-        "timestamp_ranges": {s: [iso(by_split[s]["min_ts"]), iso(by_split[s]["max_ts"])] for s in SPLITS if s in by_split},
+    kinds = {
+        r["kind"]: int(r["n"])
+        for r in examples.select(F.explode("negative_kinds").alias("kind"))
+        .groupBy("kind")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .collect()
     }
+    it = items.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("active").cast("long")).alias("active")).first()
+    iso = lambda t: t.astimezone(UTC).isoformat() if t is not None else None  # noqa: E731
+    return ExampleCounts(
+        counts={s: int(by_split[s]["rows"]) if s in by_split else 0 for s in SPLITS},
+        negatives_per_row=cfg.negatives,
+        bad_negative_rows=sum(int(r["bad_k"] or 0) for r in by_split.values()),
+        negative_mix={kind: kinds.get(kind, 0) for kind in NEGATIVE_KINDS},
+        users=int(examples.select("user_id").distinct().count()),
+        items=int(it["n"]),
+        active_items=int(it["active"] or 0),
+        timestamp_ranges={s: [iso(by_split[s]["min_ts"]), iso(by_split[s]["max_ts"])] for s in SPLITS if s in by_split},
+    )
 
 
 def training_partition(
     spark: SparkSession, lake: Lake, week: str, cfg: ExampleConfig, staging_dir: Path | None = None
-) -> dict[str, Any]:
+) -> ExamplesSummary:
     """Build and write `training/week=W/{train,validation,test,items,user_histories}/`.
 
     Reads the sessions and catalog snapshots of the window days that exist. Raises
     TrainingDataError when a split would be empty (naming the days present), when no
-    catalog snapshot is in the window, or when a row cannot get K negatives. Returns
-    (JSON-ready) `counts` {split: rows}, `negative_mix` {kind: negatives},
-    `bad_negative_rows`, `negatives_per_row`, `users`, `items`, `active_items`,
-    `timestamp_ranges` {split: [min, max]}, `week`, `window` [first, last day],
-    `window_days_present`, `catalog_days_present`, `split_ranges` {split: [first, last]},
-    `files` {output: file count}.
+    catalog snapshot is in the window, or when a row cannot get K negatives.
     """
     monday = _parse_week(week)
     week_end = monday + timedelta(days=6)
@@ -560,26 +568,31 @@ def training_partition(
             raise TrainingDataError(f"week {week}: sessions or catalog data disappeared while reading")
         built = _build(sessions, catalog, week_end, cfg)
         examples, items = built.examples, built.items
-        counts = _counts(examples, items, cfg)
-        empty = [s for s in SPLITS if counts["counts"][s] == 0]
+        counts = count_examples(examples, items, cfg)
+        empty = [s for s in SPLITS if counts.counts[s] == 0]
         if empty:
             raise TrainingDataError(
                 f"week {week}: the {', '.join(empty)} split(s) would be empty ({_range_text(ranges)}); "
                 f"session days present: {session_days}"
             )
-        if counts["bad_negative_rows"]:
+        if counts.bad_negative_rows:
             raise TrainingDataError(
-                f"week {week}: {counts['bad_negative_rows']} rows cannot get {cfg.negatives} negatives "
+                f"week {week}: {counts.bad_negative_rows} rows cannot get {cfg.negatives} negatives "
                 "(their users' positives cover nearly every active item)"
             )
         base = week_prefix(TRAINING, week)
         files: dict[str, int] = {}
         for s in SPLITS:
-            n_files = max(1, counts["counts"][s] // 1_000_000)
-            files[s] = write_lake_parquet(examples.filter(F.col("split") == s), lake, f"{base}/{s}", stage / "out", n_files)
+            n_files = max(1, counts.counts[s] // 1_000_000)
+            files[s] = write_lake_parquet(
+                examples.filter(F.col("split") == s), lake, f"{base}/{s}", stage / "out", n_files
+            )
         files["items"] = write_lake_parquet(items, lake, f"{base}/items", stage / "out")
-        files["user_histories"] = write_lake_parquet(built.user_histories, lake, f"{base}/user_histories", stage / "out")
-    counts.update(
+        files["user_histories"] = write_lake_parquet(
+            built.user_histories, lake, f"{base}/user_histories", stage / "out"
+        )
+    return ExamplesSummary(
+        **counts.__dict__,
         week=week,
         window=[days[0], days[-1]],
         window_days_present=session_days,
@@ -587,7 +600,6 @@ def training_partition(
         split_ranges={s: [a.isoformat(), b.isoformat()] for s, (a, b) in ranges.items()},
         files=files,
     )
-    return counts
 
 
 def _range_text(ranges: dict[str, tuple[date, date]]) -> str:
