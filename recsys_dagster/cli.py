@@ -1,4 +1,4 @@
-"""The `recsys` command: generate data, run the demo, inspect and roll back promotions, serve.
+"""The `recsys` command: generate data, run the demo, import logs, inspect and roll back promotions, serve.
 
 Heavy imports stay inside each command: `recsys serve` must start in the slim serving
 image, which has neither dagster nor torch.
@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import date
+from datetime import date, timedelta
 
 
 def _lake(uri: str | None):
@@ -82,6 +82,55 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """The weekly training for the last week that ends on or before --until (or every such
+    week from --from), without computing partition keys by hand."""
+    from recsys_dagster import settings
+    from recsys_dagster.demo import run_partitions, weeks_until
+
+    settings.apply_quiet_defaults()
+    from recsys_dagster.definitions import defs
+
+    keys = defs.resolve_job_def("weekly_training").partitions_def.get_partition_keys()
+    until = date.fromisoformat(args.until)
+    weeks = weeks_until(until, keys)
+    if args.start:
+        weeks = [w for w in weeks if date.fromisoformat(w) + timedelta(days=6) >= date.fromisoformat(args.start)]
+    elif weeks:
+        weeks = weeks[-1:]
+    if not weeks:
+        first = keys[0] if keys else "none"
+        print(
+            f"no complete training week ends on or before {until} (weeks run Monday..Sunday; the first is {first}, "
+            f"set by start_date {settings.current().start_date} in {settings.project_file()})",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        f"training week(s) {', '.join(weeks)} "
+        f"(each on the {settings.current().training_window_days} days ending that Sunday)"
+    )
+    run_config = json.loads(args.config_json) if args.config_json else None
+    run_partitions("weekly_training", weeks, run_config)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """The settings every command uses, and where each came from."""
+    import os
+
+    from recsys_dagster import settings
+
+    path = settings.project_file()
+    from_file = settings.read_project_file(path)
+    current = settings.current()
+    print(f"project file: {path} ({'found' if path.is_file() else 'absent'})")
+    for key, var in settings.PROJECT_KEYS.items():
+        source = f"${var}" if os.environ.get(var) else ("file" if key in from_file else "default")
+        print(f"  {key:<22} {getattr(current, key)!s:<40} ({source})")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from recsys_dagster.bundle.promote import format_status, status
 
@@ -92,13 +141,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from recsys_dagster.bundle.format import BundleError
-    from recsys_dagster.bundle.promote import rollback
+    from recsys_dagster.bundle.promote import PromotionError, rollback
     from recsys_dagster.lake import LakeError
 
     lake = _lake(args.lake)
     try:
         pointer = rollback(lake, args.to, reason=args.reason, actor="cli")
-    except (BundleError, LakeError, ValueError) as exc:
+    except (BundleError, LakeError, PromotionError, ValueError) as exc:
         print(f"rollback refused: {exc}", file=sys.stderr)
         return 2
     if not args.no_mlflow:
@@ -109,6 +158,50 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         if moved:
             print(f"MLflow alias 'champion' -> {moved}")
     print(f"promoted version is now {pointer['version']}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Bring your own logs into the landing zone; then set the project's start date."""
+    from recsys_dagster import settings
+    from recsys_dagster.ingest.columns import ColumnError
+    from recsys_dagster.ingest.import_args import mapping_from_args
+    from recsys_dagster.ingest.importer import ImportDataError, format_report, import_logs
+    from recsys_dagster.ingest.mapping import MappingError
+    from recsys_dagster.ingest.sources import S3Options, SourceError
+    from recsys_dagster.lake import LakeError
+
+    try:
+        mapping = mapping_from_args(args)
+        s = settings.current()
+        report = import_logs(
+            _lake(args.lake),
+            args.events,
+            mapping,
+            items=args.items,
+            rejects_path=args.rejects,
+            s3=S3Options(endpoint_url=s.s3_endpoint_url, region=s.s3_region),
+        )
+    except (ColumnError, ImportDataError, MappingError, SourceError, LakeError) as exc:
+        print(f"import failed: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    first, last = report.first_day, report.last_day
+    if args.no_set_start_date:
+        print(f"start_date left as it is (--no-set-start-date); the imported days begin on {first}")
+    else:
+        path = settings.project_file()
+        settings.write_project_file(path, {"start_date": first})
+        print(f"set start_date = {first} in {path}")
+        effective = settings.Settings.from_env().start_date.isoformat()
+        if effective != first:
+            print(f"note: RECSYS_START_DATE={effective} in the environment overrides the project file")
+    print("next:")
+    print(
+        "  dagster asset materialize -m recsys_dagster.definitions --select catalog,events,sessions "
+        f"--partition-range {first}...{last}"
+    )
+    print(f"  recsys train --until {last}")
     return 0
 
 
@@ -154,6 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--config-json", default=None, help="run config, as for `dagster asset materialize`")
     b.set_defaults(fn=cmd_backfill)
 
+    t = sub.add_parser("train", help="run the weekly training up to a date (no partition keys needed)")
+    t.add_argument(
+        "--until", required=True, help="train on everything up to this day: the last week ending on or before it"
+    )
+    t.add_argument("--from", dest="start", default=None, help="also every earlier week ending on or after this day")
+    t.add_argument("--config-json", default=None, help="run config, as for `dagster asset materialize`")
+    t.set_defaults(fn=cmd_train)
+
+    c = sub.add_parser("config", help="show the project settings and where each came from")
+    c.set_defaults(fn=cmd_config)
+
     s = sub.add_parser("status", help="what is promoted, when, its metrics, and the last decisions")
     s.add_argument("--lake", default=None)
     s.add_argument("--last", type=int, default=10)
@@ -166,6 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lake", default=None)
     r.add_argument("--no-mlflow", action="store_true", help="do not move the MLflow champion alias")
     r.set_defaults(fn=cmd_rollback)
+
+    from recsys_dagster.ingest.import_args import add_import_arguments
+
+    i = sub.add_parser(
+        "import",
+        help="bring your own logs: interactions (+ items) from CSV/TSV/Parquet/JSONL into the landing zone",
+        description="Import interaction logs (CSV, TSV, Parquet, JSONL; optionally .gz; local or s3://) and an "
+        "optional items file into the landing zone: one events file per day from the first to the last event "
+        "day, the catalog once on the first day. Columns come from a TOML mapping file (--mapping) and/or the "
+        "flags below; a flag overrides the file. Rejected rows go to --rejects with their reason.",
+    )
+    add_import_arguments(i)
+    i.set_defaults(fn=cmd_import)
 
     v = sub.add_parser("serve", help="start the recommendation API (uvicorn)")
     v.add_argument("--host", default="127.0.0.1")

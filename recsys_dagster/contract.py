@@ -10,6 +10,13 @@ EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_favorites", "contact_se
 DEVICE_TYPES: tuple[str, ...] = ("mobile", "desktop", "tablet")
 CONDITIONS: tuple[str, ...] = ("new", "like_new", "used", "for_parts")
 
+# The data does not say: a landed `device_type` or catalog `condition` may be this value
+# (e.g. imported logs without a device column). Kept out of DEVICE_TYPES / CONDITIONS: the
+# model maps it to its unknown index like any value outside them.
+UNKNOWN = "unknown"
+LANDING_DEVICE_TYPES: tuple[str, ...] = (*DEVICE_TYPES, UNKNOWN)
+LANDING_CONDITIONS: tuple[str, ...] = (*CONDITIONS, UNKNOWN)
+
 # Default strength of an interaction, used to weight positives (configurable downstream).
 EVENT_WEIGHTS: dict[str, float] = {
     "view": 1.0,

@@ -1,7 +1,9 @@
-"""Project-wide settings, read from the environment once (no dagster import).
+"""Project-wide settings, read once per process (no dagster import).
 
-`Settings.from_env()` is the only reader of the pipeline's variables; the result is passed
-into resources and plain functions, which never look at the environment themselves.
+`Settings.from_env()` is the only reader of the pipeline's variables and of the project
+file `recsys.toml` (path: RECSYS_CONFIG, default ./recsys.toml; an environment variable
+wins over the file, the file over the built-in default). The result is passed into
+resources and plain functions, which never look at the environment themselves.
 Everything the embedded default needs lives under RECSYS_HOME (default ./.recsys): the
 lake, the Dagster instance, the MLflow store, training checkpoints.
 
@@ -12,7 +14,9 @@ place; the Dagster `Config` classes are derived from those dataclasses (`assets/
 from __future__ import annotations
 
 import functools
+import json
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -31,6 +35,64 @@ DEFAULT_DEVICE = "auto"
 def documented(default: Any, doc: str) -> Any:
     """A dataclass field with its default and the description the Dagster UI shows."""
     return field(default=default, metadata={"doc": doc})
+
+
+# Keys of recsys.toml and the variable each one stands for.
+PROJECT_KEYS: dict[str, str] = {
+    "start_date": "RECSYS_START_DATE",
+    "training_window_days": "RECSYS_TRAINING_WINDOW_DAYS",
+    "lake_uri": "RECSYS_LAKE_URI",
+    "s3_endpoint_url": "RECSYS_S3_ENDPOINT_URL",
+    "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
+    "mlflow_ui_url": "MLFLOW_UI_URL",
+    "mlflow_model_name": "RECSYS_MLFLOW_MODEL",
+    "spark_master": "RECSYS_SPARK_MASTER",
+    "spark_driver_memory": "RECSYS_SPARK_DRIVER_MEMORY",
+    "device": "RECSYS_DEVICE",
+}
+
+
+def project_file(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("RECSYS_CONFIG") or "recsys.toml").expanduser().resolve()
+
+
+def read_project_file(path: Path) -> dict[str, Any]:
+    """The project file's settings ({} when there is none); unknown keys are an error."""
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - set(PROJECT_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {unknown}; known: {sorted(PROJECT_KEYS)}")
+    return data
+
+
+def write_project_file(path: Path, updates: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge `updates` into the project file (created if missing); returns its settings."""
+    values = {**read_project_file(path), **updates}
+    unknown = sorted(set(values) - set(PROJECT_KEYS))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; known: {sorted(PROJECT_KEYS)}")
+    lines = ["# recsys_dagster project settings: every command reads this file.", "# An environment variable wins."]
+    for key in sorted(values):
+        value = values[key]
+        text = str(value).lower() if isinstance(value, bool) else value if isinstance(value, int) else None
+        lines.append(f"{key} = {text if text is not None else json.dumps(str(value))}")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return values
+
+
+def effective_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment with the project file's settings beneath it (the variable wins)."""
+    env = os.environ if env is None else env
+    from_file = read_project_file(project_file(env))
+    return {**{PROJECT_KEYS[k]: str(v) for k, v in from_file.items()}, **env}
 
 
 def recsys_home(env: Mapping[str, str] | None = None) -> Path:
@@ -93,7 +155,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+        """From the environment (default os.environ) over the project file."""
+        env = effective_env(env)
         home = recsys_home(env)
         return cls(
             home=home,

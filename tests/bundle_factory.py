@@ -4,7 +4,8 @@ Items fall into clusters (one leaf category each, a few leaves per top-level cat
 embeddings sit around a cluster centre, so "a history in cluster c pulls recommendations
 towards c" is something a test can check. The user tower is an ONNX graph written with
 `onnx.helper` that implements the contract: masked mean of `history_emb` plus a small
-context term (device and hour embedding tables), L2-normalized, dynamic B and L.
+context term (device and hour embedding tables, each with its "unknown" row: device 3,
+hour 24), L2-normalized, dynamic B and L.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ import pyarrow.parquet as pq
 from onnx import TensorProto, helper, numpy_helper
 
 from recsys_dagster.bundle.format import (
-    BUNDLE_FILES,
     FORMAT_VERSION,
     MANIFEST,
     POINTER_KEY,
+    REQUIRED_FILES,
     bundle_prefix,
     describe_files,
+    sha256_file,
 )
 from recsys_dagster.contract import CATEGORY_SEPARATOR, CONDITIONS, DEVICE_TYPES
 from recsys_dagster.lake import Lake
@@ -50,11 +52,12 @@ def cluster_categories(n_clusters: int) -> list[str]:
     return out
 
 
-def user_tower_onnx(dim: int, seed: int = 0, context_scale: float = 0.05) -> bytes:
-    """The contract's user tower as an ONNX model (opset 17)."""
+def user_tower_onnx(dim: int, seed: int = 0, context_scale: float = 0.05, n_hours: int = 25) -> bytes:
+    """The contract's user tower as an ONNX model (opset 17); `n_hours=24` builds one
+    without the unknown hour row (as no tower should be)."""
     rng = np.random.default_rng(seed + 1)
     device_table = (rng.normal(size=(len(DEVICE_TYPES) + 1, dim)) * context_scale).astype(np.float32)
-    hour_table = (rng.normal(size=(24, dim)) * context_scale).astype(np.float32)
+    hour_table = (rng.normal(size=(n_hours, dim)) * context_scale).astype(np.float32)
     inits = [
         numpy_helper.from_array(device_table, "device_table"),
         numpy_helper.from_array(hour_table, "hour_table"),
@@ -119,12 +122,21 @@ def make_bundle_dir(
     build_index: Callable[[np.ndarray, np.ndarray], faiss.Index] = flat_index,
     index_type: str = "flat",
     index_params: dict[str, Any] | None = None,
+    seen_per_user: int = 30,
+    write_seen: bool = True,
+    category_of_cluster: Callable[[int], str] | None = None,
+    context_scale: float = 0.05,
 ) -> Path:
-    """Write the six bundle files (no manifest) into `path`; returns the directory.
+    """Write the bundle files (`BUNDLE_FILES`, no manifest) into `path`; returns the directory.
 
     Item `i` belongs to cluster `i % n_clusters`; user `u<j>` has a history drawn from
-    cluster `j % n_clusters` (users with `j % 10 == 9` have an empty history).
-    `index.json` is written beside them with `index_params` (efSearch / nprobe).
+    cluster `j % n_clusters` (users with `j % 10 == 9` have an empty history). A user's
+    seen-set (`user_seen.parquet`, most recent first) is the history reversed, then more
+    items of the same cluster, up to `seen_per_user` (at least the history); users with an
+    empty history have none. `write_seen=False` leaves `user_seen.parquet` out, like a
+    bundle written before it existed. `category_of_cluster` replaces the three-level leaf
+    paths of `cluster_categories`. `index.json` is written beside them with
+    `index_params` (efSearch / nprobe).
     """
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +148,10 @@ def make_bundle_dir(
     emb = centres[cluster] + 0.35 * rng.normal(size=(n_items, dim)).astype(np.float32) / np.sqrt(dim)
     emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
 
-    cats = np.array(cluster_categories(n_clusters), dtype=object)[cluster]
+    paths = (
+        [category_of_cluster(c) for c in range(n_clusters)] if category_of_cluster else cluster_categories(n_clusters)
+    )
+    cats = np.array(paths, dtype=object)[cluster]
     ids = np.char.add("i", np.arange(n_items).astype(str)).astype(object)
     active = rng.random(n_items) >= inactive_fraction
     price = np.round(rng.gamma(2.0, 60.0, size=n_items), 2)
@@ -168,7 +183,7 @@ def make_bundle_dir(
     )
     pq.write_table(items, out / "items.parquet")
     np.save(out / "item_embeddings.npy", emb, allow_pickle=False)
-    (out / "user_tower.onnx").write_bytes(user_tower_onnx(dim, seed))
+    (out / "user_tower.onnx").write_bytes(user_tower_onnx(dim, seed, context_scale=context_scale))
 
     active_rows = np.flatnonzero(active)
     faiss.write_index(build_index(emb, active_rows), str(out / "item_index.faiss"))
@@ -176,19 +191,29 @@ def make_bundle_dir(
         json.dumps({"type": index_type, "params": index_params or {}, "n_indexed": int(active_rows.size)})
     )
 
-    users, histories = [], []
+    users, histories, seen = [], [], []
+    seen_rng = np.random.default_rng([seed, 1])  # its own stream: histories stay as they were
     for j in range(n_users):
         users.append(f"u{j}")
         if j % 10 == 9:
             histories.append([])
+            seen.append([])
             continue
         pool = np.arange(j % n_clusters, n_items, n_clusters)  # cluster c = rows c, c + n, ...; O(pool), not O(items)
         take = rng.choice(pool, size=min(len(pool), int(rng.integers(3, history_len + 1))), replace=False)
         histories.append([ids[r] for r in take])
+        rest = np.setdiff1d(pool, take)
+        more = seen_rng.choice(rest, size=min(len(rest), max(0, seen_per_user - len(take))), replace=False)
+        seen.append([ids[r] for r in take[::-1]] + [ids[r] for r in more])
     pq.write_table(
         pa.table({"user_id": pa.array(users, pa.string()), "history": pa.array(histories, pa.list_(pa.string()))}),
         out / "user_histories.parquet",
     )
+    if write_seen:
+        pq.write_table(
+            pa.table({"user_id": pa.array(users, pa.string()), "seen": pa.array(seen, pa.list_(pa.string()))}),
+            out / "user_seen.parquet",
+        )
 
     top = active_rows[np.argsort(-recent[active_rows], kind="stable")][:n_popular]
     popular = {"items": [{"item_id": ids[r], "score": float(recent[r])} for r in top]}
@@ -210,16 +235,25 @@ def manifest_for(
         "index_type": extra.get("type", index_type),
         "index_params": extra.get("params", {}),
         "history_len": history_len,
-        "files": describe_files(src),
+        "files": _describe(src),
     }
 
 
+def _describe(src: Path) -> dict[str, dict[str, Any]]:
+    """sha256 and size of the bundle files in `src`; one written before `user_seen.parquet`
+    existed is described without it."""
+    if (src / "user_seen.parquet").is_file():
+        return describe_files(src)
+    return {name: {"sha256": sha256_file(src / name), "size": (src / name).stat().st_size} for name in REQUIRED_FILES}
+
+
 def write_and_promote(lake: Lake, version: str, src_dir: str | Path, *, promote: bool = True) -> dict[str, Any]:
-    """Write `models/<version>/` (files, then manifest) and flip `promoted/manifest.json`."""
+    """Write `models/<version>/` (files, then manifest) and flip `promoted/manifest.json`.
+    A source without `user_seen.parquet` gives a bundle without it (an older bundle)."""
     src = Path(src_dir)
     manifest = manifest_for(src, version)
     prefix = bundle_prefix(version)
-    for name in BUNDLE_FILES:
+    for name in manifest["files"]:
         lake.put_bytes(f"{prefix}/{name}", (src / name).read_bytes())
     lake.write_json(f"{prefix}/{MANIFEST}", manifest)
     if promote:

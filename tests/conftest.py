@@ -22,6 +22,8 @@ for _k, _v in {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
+    # Tests never read a project file a user left in the checkout (tests that need one set it).
+    "RECSYS_CONFIG": "/nonexistent/recsys.toml",
 }.items():
     os.environ.setdefault(_k, _v)
 

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import date
+from datetime import UTC, date
 
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from recsys_dagster.assets import ingest, sessions
 from recsys_dagster.checks.asset_checks import DAILY_CHECKS
-from recsys_dagster.contract import CATALOG, EVENTS, LANDING_EVENTS, QUARANTINE_EVENTS, SESSIONS, day_prefix
+from recsys_dagster.contract import (
+    CATALOG,
+    EVENTS,
+    LANDING_CATALOG,
+    LANDING_EVENTS,
+    QUARANTINE_EVENTS,
+    SESSIONS,
+    day_prefix,
+)
 from recsys_dagster.datagen import GeneratorConfig, generate
 from recsys_dagster.resources import LakeResource, SparkResource
 
@@ -187,3 +195,95 @@ def test_single_run_backfill_of_a_partition_range(generated):
     events_meta = [e for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "events"][0]
     total = events_meta.materialization.metadata["dagster/row_count"].value
     assert total == sum(lake.read_parquet(day_prefix(EVENTS, d)).num_rows for d in (DAY1, DAY2))
+
+
+@pytest.fixture(scope="module")
+def gappy(tmp_path_factory, spark):
+    """Four days with a real calendar: the catalog lands once (day 1), day 2 has no event
+    file at all, day 3 an empty one."""
+    from recsys_dagster.lake import Lake
+
+    root = tmp_path_factory.mktemp("gappy")
+    lake = Lake.from_uri(f"file://{root / 'lake'}")
+    generate(lake, GeneratorConfig(start_date=date.fromisoformat(DAY1), days=4, users=120, items=150, seed=5))
+    days = [f"2026-10-0{d}" for d in range(5, 9)]
+    for dt in days[1:]:
+        lake.delete_prefix(f"{LANDING_CATALOG}/dt={dt}")
+    lake.delete_prefix(f"{LANDING_EVENTS}/dt={days[1]}")
+    lake.delete_prefix(f"{LANDING_EVENTS}/dt={days[2]}")
+    lake.write_jsonl_gz(f"{LANDING_EVENTS}/dt={days[2]}/part-00000.jsonl.gz", [])
+    return lake, days
+
+
+def test_range_with_empty_days_and_one_catalog_records_checks_per_day(gappy):
+    """The README's range backfill over a real calendar: empty days are ordinary
+    partitions, the catalog carries forward, and every day's check result is recorded
+    for that day, so the gate finds them."""
+    from dagster import Definitions, define_asset_job
+
+    from recsys_dagster.assets.deployment import latest_check_passed
+    from recsys_dagster.checks.asset_checks import catalog_expectations, events_expectations, sessions_expectations
+
+    lake, days = gappy
+    job = define_asset_job(
+        "range", selection=["catalog", "events", "sessions"], partitions_def=ingest.catalog.partitions_def
+    )
+    defs = Definitions(assets=ASSETS[:5], asset_checks=DAILY_CHECKS, jobs=[job], resources=_resources(lake.uri))
+    instance = DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("range").execute_in_process(
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]},
+    )
+    assert result.success
+    for dt in days:
+        assert lake.has_data(day_prefix(CATALOG, dt)) and lake.has_data(day_prefix(SESSIONS, dt))
+    assert lake.read_parquet(day_prefix(EVENTS, days[1])).num_rows == 0
+    assert lake.read_parquet(day_prefix(EVENTS, days[2])).num_rows == 0
+    assert lake.read_parquet(day_prefix(EVENTS, days[3])).num_rows > 0
+    # Every catalog day holds the one snapshot (day 1's items).
+    day1_items = set(lake.read_parquet(day_prefix(CATALOG, days[0])).column("item_id").to_pylist())
+    assert set(lake.read_parquet(day_prefix(CATALOG, days[3])).column("item_id").to_pylist()) == day1_items
+    events_meta = next(e for e in result.get_asset_materialization_events() if e.asset_key.path[0] == "events")
+    assert events_meta.materialization.metadata["empty_days"].value == 2
+    for check in (catalog_expectations, events_expectations, sessions_expectations):
+        for dt in days:
+            assert latest_check_passed(instance, check.check_key, dt), (check.check_key.name, dt)
+
+
+def test_empty_day_that_lost_every_row_still_fails_its_check(gappy, tmp_path):
+    """Empty because every line was rejected is not an empty day: the suite fails."""
+    from recsys_dagster.checks.asset_checks import suite_on_day
+    from recsys_dagster.ingest.pipeline import ingest_catalog_partition, ingest_events_partition
+    from recsys_dagster.lake import Lake
+
+    lake = Lake.from_uri(f"file://{tmp_path / 'lake'}")
+    generate(lake, GeneratorConfig(start_date=date.fromisoformat(DAY1), days=1, users=20, items=30, seed=2))
+    lake.delete_prefix(f"{LANDING_EVENTS}/dt={DAY1}")
+    lake.write_jsonl_gz(f"{LANDING_EVENTS}/dt={DAY1}/part-00000.jsonl.gz", [{"event_id": "x"}])
+    ingest_catalog_partition(lake, DAY1)
+    summary = ingest_events_partition(lake, DAY1)
+    assert summary.counts["valid"] == 0 and summary.counts["quarantined"] == 1 and not summary.empty
+    assert not suite_on_day(lake, "events", EVENTS, DAY1).passed
+
+
+def test_daily_schedule_waits_for_the_day_to_land(gappy):
+    from datetime import datetime
+
+    from dagster import RunRequest, SkipReason, build_schedule_context
+
+    from recsys_dagster.jobs.daily import daily_schedule
+
+    lake, days = gappy
+    resources = {"lake": LakeResource(uri=lake.uri)}
+
+    def tick(day: str):
+        when = datetime.fromisoformat(day).replace(hour=2, tzinfo=UTC)
+        with build_schedule_context(scheduled_execution_time=when, resources=resources) as ctx:
+            return daily_schedule(ctx)
+
+    landed = tick("2026-10-09")  # runs for 10-08, which landed
+    assert isinstance(landed, RunRequest) and landed.partition_key == days[3]
+    waiting = tick("2026-10-07")  # 10-06 has no event file yet
+    assert isinstance(waiting, SkipReason) and "has not landed yet" in waiting.skip_message
+    empty = tick("2026-10-08")  # 10-07 landed an empty file: an ordinary day
+    assert isinstance(empty, RunRequest) and empty.partition_key == days[2]

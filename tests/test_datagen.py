@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from recsys_dagster.lake import Lake
 START = date(2026, 10, 23)
 SMALL = GeneratorConfig(start_date=START, days=5, users=600, items=500, seed=11)
 TINY = GeneratorConfig(start_date=START, days=2, users=60, items=120, seed=3)
+DEMO = GeneratorConfig(start_date=date(2026, 10, 5))  # what `recsys demo` generates, without faults
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +158,139 @@ def test_activity_is_heavy_tailed(clean_days):
     counts = np.sort(np.array(list(collections.Counter(r["user_id"] for r in _events(clean_days)).values())))[::-1]
     assert counts[: len(counts) // 10].sum() > 0.3 * counts.sum()
     assert np.median(counts) < counts.mean()
+
+
+@dataclass
+class Log:
+    """A generated run as integer columns: events (user, item, day) and per-day listings."""
+
+    user: np.ndarray
+    item: np.ndarray
+    day: np.ndarray
+    leaf: np.ndarray  # per item: its category
+    listed_day: np.ndarray  # per item: day index it was listed on (< 0 before the run)
+    snapshots: list[np.ndarray]  # per day: items in that day's catalog file
+
+    @property
+    def n_items(self) -> int:
+        return len(self.leaf)
+
+    def seen_before(self, day: int) -> np.ndarray:
+        """[n_users, n_items] bool: the user touched the item on an earlier day."""
+        seen = np.zeros((self.user.max() + 1, self.n_items), dtype=bool)
+        m = self.day < day
+        seen[self.user[m], self.item[m]] = True
+        return seen
+
+
+def _log(days: list[DayData], start: date) -> Log:
+    item_of: dict[str, int] = {}
+    user_of: dict[str, int] = {}
+    paths: dict[str, int] = {}
+    leaf: dict[int, int] = {}
+    listed: dict[int, int] = {}
+    cols: list[tuple[int, int, int]] = []
+    snapshots = []
+    for d, day in enumerate(days):
+        snap = []
+        for r in map(json.loads, day.catalog_lines):
+            i = item_of.setdefault(r["item_id"], len(item_of))
+            leaf[i] = paths.setdefault(r["category_path"], len(paths))
+            listed[i] = (_utc(r["created_at"]).date() - start).days
+            snap.append(i)
+        snapshots.append(np.array(snap))
+        for r in map(json.loads, day.event_lines):
+            cols.append((user_of.setdefault(r["user_id"], len(user_of)), item_of[r["item_id"]], d))
+    u, i, d = np.array(cols).T
+    n = len(item_of)
+    return Log(u, i, d, np.array([leaf[k] for k in range(n)]), np.array([listed[k] for k in range(n)]), snapshots)
+
+
+@pytest.fixture(scope="module")
+def demo_log() -> Log:
+    """The default `recsys demo` data (21 days, 2,000 users, 3,000 items, seed 7), clean."""
+    return _log(list(simulate(DEMO)), DEMO.start_date)
+
+
+def test_demo_activity_has_a_long_tail(demo_log):
+    per_user = np.sort(np.bincount(demo_log.user))[::-1]
+    top = per_user[: len(per_user) // 20]
+    # Heavy users have hundreds of events over the three weeks; most have a few dozen.
+    assert top.min() > 200 and top.sum() > 0.25 * per_user.sum()
+    assert per_user.max() > 800 and np.median(per_user) < 60
+
+
+def _next_day_recall(log: Log, counts: np.ndarray, day: int, k: int = 20) -> float:
+    """Recall@k of ranking day `day`'s listings by `counts` for each user's new items of that day."""
+    seen = log.seen_before(day)
+    targets = np.zeros_like(seen)
+    targets[log.user[log.day == day], log.item[log.day == day]] = True
+    targets &= ~seen
+    users = np.flatnonzero(targets.any(axis=1))
+    cand = log.snapshots[day]
+    order = cand[np.argsort(-counts[cand], kind="stable")][: 20 * k]
+    unseen = ~seen[np.ix_(users, order)]
+    top = unseen & (np.cumsum(unseen, axis=1) <= k)
+    hits = (targets[np.ix_(users, order)] & top).sum(axis=1)
+    return float(np.mean(hits / targets[users].sum(axis=1)))
+
+
+def test_recent_popularity_predicts_the_next_day_better_than_all_time(demo_log):
+    log = demo_log
+    recent, all_time = [], []
+    for day in range(8, 21):
+        before = log.day < day
+        last3 = before & (log.day >= day - 3)
+        recent.append(_next_day_recall(log, np.bincount(log.item[last3], minlength=log.n_items), day))
+        all_time.append(_next_day_recall(log, np.bincount(log.item[before], minlength=log.n_items), day))
+    recent, all_time = np.array(recent), np.array(all_time)
+    assert recent.mean() > 1.15 * all_time.mean() and (recent > all_time).mean() >= 0.75, (recent, all_time)
+    # Strong enough to be a real baseline: a few hot items draw a good share of new interest.
+    assert recent.mean() > 0.06, recent
+
+
+def test_popularity_concentrates_and_drifts(demo_log):
+    log = demo_log
+    counts = np.sort(np.bincount(log.item, minlength=log.n_items))[::-1]
+    assert counts[: log.n_items // 100].sum() > 0.1 * counts.sum()
+    first = np.argsort(-np.bincount(log.item[log.day < 7], minlength=log.n_items))[:20]
+    last = np.argsort(-np.bincount(log.item[log.day >= 14], minlength=log.n_items))[:20]
+    assert len(set(first.tolist()) & set(last.tolist())) < 5
+
+
+def test_listings_draw_most_interest_in_their_first_days(demo_log):
+    log = demo_log
+    per_day = np.zeros((len(log.snapshots), log.n_items))
+    np.add.at(per_day, (log.day, log.item), 1)
+    # Events per listed item-day by age, over items listed during the run (their whole life is seen).
+    rate = []
+    for age in range(12):
+        n_items = events = 0
+        for d, snap in enumerate(log.snapshots):
+            items = snap[(log.listed_day[snap] == d - age) & (log.listed_day[snap] >= 0)]
+            n_items += len(items)
+            events += per_day[d, items].sum()
+        rate.append(events / n_items)
+    assert np.mean(rate[:3]) > 1.8 * np.mean(rate[7:]), rate
+    assert rate[1] > rate[4] > rate[10], rate
+
+
+def test_users_come_back_to_what_they_looked_at(demo_log):
+    log = demo_log
+    first_day = np.full(log.user.max() + 1, 99)
+    np.minimum.at(first_day, log.user, log.day)
+    later = log.day > first_day[log.user]
+    # For each event on a later day: was its category / the item itself touched on an earlier day?
+    leaf_key = log.user * 1000 + log.leaf[log.item]
+    item_key = log.user * 10**7 + log.item
+    shares = []
+    for key in (leaf_key, item_key):
+        first = {}
+        for k, d in zip(key.tolist(), log.day.tolist()):
+            first.setdefault(k, d)
+        before = np.array([first[k] < d for k, d in zip(key.tolist(), log.day.tolist())])
+        shares.append(before[later].mean())
+    assert shares[0] > 0.75 and shares[1] > 0.35, shares
 
 
 def _classify(rec_line: str, dt: str, seen: set[str], known: set[str]) -> str | None:

@@ -23,14 +23,26 @@ def users(n: int = 400, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0.1, 0.5, n)
 
 
+def weaker(candidate: np.ndarray, by: float, seed: int = 2) -> np.ndarray:
+    """Per-user recall@20 of a system `by` below the candidate on average, noisy per user."""
+    noise = np.random.default_rng(seed).normal(0.0, 0.05, candidate.size)
+    return np.clip(candidate - by + noise, 0.0, 1.0)
+
+
 def gate(**overrides):
     cfg = overrides.pop("cfg", CFG)
+    candidate = overrides.get("per_user_candidate", users())
+    n = 400 if candidate is None else len(candidate)
+    baselines = (
+        {"popularity": weaker(candidate, 0.15, seed=5), "item_knn": weaker(candidate, 0.08)}
+        if candidate is not None
+        else {"popularity": users(n)}
+    )
     kwargs = dict(
         checks_passed={"events_valid": True, "sessions_valid": True},
-        candidate_recall20=0.30,
-        popularity_recall20=0.20,
-        per_user_candidate=users(),
-        per_user_champion=users(),
+        per_user_candidate=candidate,
+        per_user_baselines=baselines,
+        per_user_champion=users(n),
         index_recall=0.98,
         infra=OK_INFRA,
         candidate_week="2026-10-19",
@@ -51,7 +63,8 @@ def test_all_rules_pass():
     assert d.promote and d.reasons == []
     assert [r.name for r in d.rules] == [
         "upstream_checks",
-        "beats_popularity",
+        "enough_evidence",
+        "beats_strongest_baseline",
         "no_regression_vs_champion",
         "index_recall",
         "serving_infra",
@@ -73,14 +86,63 @@ def test_upstream_checks_rule():
     assert not rule(gate(checks_passed={}), "upstream_checks").passed  # no evidence is not a pass
 
 
-def test_beats_popularity_margin():
-    # 0.21 beats 0.20 but not by the 10% margin (0.22).
-    r = rule(gate(candidate_recall20=0.21), "beats_popularity")
-    assert not r.passed and r.threshold == pytest.approx(0.22)
-    assert rule(gate(candidate_recall20=0.22), "beats_popularity").passed
-    assert not rule(gate(candidate_recall20=float("nan")), "beats_popularity").passed
-    no_margin = GateConfig(baseline_margin=0.0, n_boot=500)
-    assert rule(gate(candidate_recall20=0.21, cfg=no_margin), "beats_popularity").passed
+def test_enough_evidence():
+    d = gate(per_user_candidate=users(150), per_user_champion=None)
+    r = rule(d, "enough_evidence")
+    assert not d.promote and not r.passed and (r.value, r.threshold) == (150, 200)
+    assert "enough_evidence: insufficient_evidence: 150 test users < 200" in d.reasons
+    assert "| enough_evidence | 150 | 200 | **FAIL**: insufficient_evidence: 150 test users < 200 |" in d.markdown()
+    assert rule(gate(per_user_candidate=users(200), per_user_champion=None), "enough_evidence").passed
+    lenient = GateConfig(min_test_users=100, n_boot=500)
+    assert rule(gate(per_user_candidate=users(150), per_user_champion=None, cfg=lenient), "enough_evidence").passed
+
+
+def test_beats_the_strongest_baseline_by_a_paired_bootstrap():
+    cand = users(2000, seed=6)
+    strong, weak = weaker(cand, 0.03, seed=7), weaker(cand, 0.10, seed=8)
+    d = gate(per_user_candidate=cand, per_user_baselines={"popularity": weak, "ease": strong}, per_user_champion=None)
+    r = rule(d, "beats_strongest_baseline")
+    assert d.promote and r.passed and r.threshold == 0.0
+    # The strongest is the highest recall@20, wherever it is in the mapping; the CI is against it.
+    assert "strongest baseline ease" in r.detail and f"{strong.mean():.4f}" in r.detail
+    assert f"candidate {cand.mean():.4f}" in r.detail and "95% CI" in r.detail
+    assert 0.0 < r.value < 0.03 < np.mean(cand - weak)
+    # A margin the lower bound does not reach refuses; it is absolute, per user.
+    strict = GateConfig(baseline_margin=0.05, n_boot=500)
+    r = rule(
+        gate(per_user_candidate=cand, per_user_baselines={"ease": strong}, per_user_champion=None, cfg=strict),
+        "beats_strongest_baseline",
+    )
+    assert not r.passed and r.threshold == 0.05
+
+
+def test_a_candidate_that_only_ties_the_strongest_baseline_is_refused():
+    cand = users(2000, seed=9)
+    # Exactly the same per-user recall as the strongest baseline: the interval is [0, 0], not
+    # above the 0 margin, however clearly the candidate beats the weaker one.
+    d = gate(per_user_candidate=cand, per_user_baselines={"popularity": weaker(cand, 0.2), "recent_popularity": cand})
+    r = rule(d, "beats_strongest_baseline")
+    assert not d.promote and not r.passed and r.value == 0.0
+    assert "strongest baseline recent_popularity" in r.detail
+    assert any(
+        reason.startswith("beats_strongest_baseline: strongest baseline recent_popularity") for reason in d.reasons
+    )
+    # Equal on average but noisy per user: the interval straddles 0.
+    noisy = np.clip(cand + np.random.default_rng(10).normal(0.0, 0.05, cand.size), 0, 1)
+    noisy += cand.mean() - noisy.mean()
+    r = rule(gate(per_user_candidate=cand, per_user_baselines={"item_knn": noisy}), "beats_strongest_baseline")
+    _, low, high = paired_bootstrap_ci(cand - noisy, n_boot=CFG.n_boot, seed=CFG.seed)
+    assert not r.passed and r.value == low and low < 0 < high
+
+
+def test_baseline_rule_needs_baselines_on_the_same_users():
+    d = gate(per_user_baselines={})
+    r = rule(d, "beats_strongest_baseline")
+    assert not d.promote and not r.passed and "no baseline" in r.detail
+    with pytest.raises(ValueError, match="aligned"):
+        gate(per_user_baselines={"popularity": users(399)})
+    with pytest.raises(ValueError, match="non-finite"):
+        gate(per_user_baselines={"popularity": np.full(400, np.nan)})
 
 
 def test_champion_clear_regression_fails_noise_passes():
@@ -108,17 +170,17 @@ def test_small_regression_within_tolerance_passes():
 
 
 def test_first_model_has_no_champion():
-    d = gate(per_user_champion=None, per_user_candidate=None)
+    d = gate(per_user_champion=None)
     r = rule(d, "no_regression_vs_champion")
     assert d.promote and r.passed and r.detail == "no champion: first model"
 
 
 def test_champion_arrays_must_align():
     with pytest.raises(ValueError, match="aligned"):
-        gate(per_user_candidate=users(10), per_user_champion=users(11))
+        gate(per_user_candidate=users(300), per_user_champion=users(301))
     with pytest.raises(ValueError, match="non-finite"):
         gate(per_user_candidate=np.array([0.1, np.nan]), per_user_champion=np.array([0.1, 0.2]))
-    with pytest.raises(ValueError, match="per_user_candidate is required"):
+    with pytest.raises(ValueError, match="per_user_candidate"):
         gate(per_user_candidate=None)
 
 
@@ -160,6 +222,8 @@ def test_serving_infra_rule_fails(infra, fragment):
 def test_config_validation():
     with pytest.raises(ValueError):
         GateConfig(baseline_margin=-0.1)
+    with pytest.raises(ValueError):
+        GateConfig(min_test_users=0)
     with pytest.raises(ValueError):
         GateConfig(min_index_recall=1.5)
     with pytest.raises(ValueError):

@@ -310,11 +310,27 @@ def test_events_use_previous_day_catalog(local_lake: Lake):
     assert summary.preview[0]["timestamp"].startswith("2026-10-05T12:00:00")
 
 
-def test_missing_landing_partition_is_a_clear_error(local_lake: Lake):
-    with pytest.raises(IngestError, match=r"landing/catalog/dt=2026-10-05"):
+def test_missing_catalog_is_a_clear_error_and_a_day_without_events_is_empty(local_lake: Lake):
+    with pytest.raises(IngestError, match=r"no catalog snapshot landed on or before 2026-10-05.*landing/catalog"):
         ingest_catalog_partition(local_lake, DT)
-    with pytest.raises(IngestError, match=r"landing/events/dt=2026-10-05"):
-        ingest_events_partition(local_lake, DT)
+    # No event file: an ordinary, empty day (written and recorded as such), not an error.
+    summary = ingest_events_partition(local_lake, DT)
+    assert summary.empty and summary.sources == [] and summary.counts["valid"] == 0
+    assert local_lake.read_parquet(f"events/dt={DT}").num_rows == 0
+
+
+def test_catalog_lands_once_and_carries_forward(local_lake: Lake):
+    land(local_lake, "catalog", DT, "catalog.jsonl.gz", [item(item_id="a"), item(item_id="b"), {"item_id": "bad"}])
+    first = ingest_catalog_partition(local_lake, DT)
+    assert first.snapshot_day == DT and first.counts["quarantined"] == 1
+    later = ingest_catalog_partition(local_lake, "2026-10-09")
+    assert later.snapshot_day == DT and later.counts["quarantined"] == 0  # reported once, on its day
+    assert sorted(local_lake.read_parquet("catalog/dt=2026-10-09").column("item_id").to_pylist()) == ["a", "b"]
+    assert set(local_lake.read_parquet("catalog/dt=2026-10-09").column("dt").to_pylist()) == {"2026-10-09"}
+    land(local_lake, "catalog", "2026-10-08", "catalog.jsonl.gz", [item(item_id="c")])  # a newer snapshot wins
+    assert ingest_catalog_partition(local_lake, "2026-10-09").snapshot_day == "2026-10-08"
+    assert local_lake.read_parquet("catalog/dt=2026-10-09").column("item_id").to_pylist() == ["c"]
+    assert ingest_catalog_partition(local_lake, "2026-10-07").snapshot_day == DT
 
 
 def test_events_without_any_catalog_is_a_clear_error(local_lake: Lake):

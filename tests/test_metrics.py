@@ -38,6 +38,17 @@ def test_rank_topk_orders_masks_and_pads():
         rank_topk(np.array([[np.nan, 1.0]]), 1)
 
 
+def test_rank_topk_breaks_ties_at_the_cut_by_lower_column():
+    # Five items tied at the 2nd score: whichever argpartition keeps, the lower columns win.
+    scores = np.array([[1.0, 3.0, 1.0, 1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0]])
+    assert rank_topk(scores, 3).tolist() == [[1, 0, 2], [6, 1, 2]]
+    assert rank_topk(scores, 3, exclude=[np.array([0]), np.array([1, 6])]).tolist() == [[1, 2, 3], [2, 3, 4]]
+    rng = np.random.default_rng(1)
+    ties = rng.integers(0, 4, (200, 300)).astype(np.float64)
+    full = np.lexsort((np.broadcast_to(np.arange(300), ties.shape), -ties), axis=1)[:, :20]
+    assert np.array_equal(rank_topk(ties, 20), full)
+
+
 def test_rank_topk_matches_full_sort():
     rng = np.random.default_rng(0)
     scores = rng.random((50, 300))

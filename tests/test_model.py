@@ -12,7 +12,7 @@ from recsys_dagster.ml.data import DataError, encode_examples, iterate_batches
 from recsys_dagster.ml.embed import item_embeddings
 from recsys_dagster.ml.export import INPUT_NAMES, OUTPUT_NAME, export_user_tower, verify_onnx
 from recsys_dagster.ml.features import FeatureError, ItemFeatures, title_tokens
-from recsys_dagster.ml.model import build_model
+from recsys_dagster.ml.model import N_HOURS, UNKNOWN_DEVICE, UNKNOWN_HOUR, build_model
 
 DIM = 16
 
@@ -94,6 +94,48 @@ def test_encode_examples_maps_lists_and_pads(tables, features):
     assert torch.equal(batches[0]["positive"], again["positive"])  # seeded shuffle
 
 
+def test_missing_or_invalid_context_encodes_as_unknown(tables, features):
+    train = tables[0].slice(0, 6)
+    devices = pa.array(["mobile", None, "phablet", "", "tablet", "desktop"], pa.string())
+    hours = pa.array([0, 23, None, 24, -1, 7], pa.int32())
+    t = train.set_column(train.schema.get_field_index("device_type"), "device_type", devices)
+    t = t.set_column(t.schema.get_field_index("hour"), "hour", hours)
+    ex = encode_examples(t, features, history_len=3)
+    assert ex.device.tolist() == [0, UNKNOWN_DEVICE, UNKNOWN_DEVICE, UNKNOWN_DEVICE, 2, 1]
+    assert ex.hour.tolist() == [0, 23, UNKNOWN_HOUR, UNKNOWN_HOUR, UNKNOWN_HOUR, 7]
+    assert (UNKNOWN_DEVICE, UNKNOWN_HOUR, N_HOURS) == (3, 24, 25)
+
+
+def _epoch(ex, seed: int, p: float) -> dict[str, np.ndarray]:
+    batches = list(iterate_batches(ex, 16, torch.device("cpu"), seed=seed, context_dropout=p))
+    return {k: torch.cat([b[k] for b in batches]).numpy() for k in ("positive", "device", "hour")}
+
+
+def test_context_dropout_reaches_unknown_indices_deterministically(tables, features):
+    ex = encode_examples(tables[0], features, history_len=3)
+    assert (ex.device != UNKNOWN_DEVICE).all() and (ex.hour != UNKNOWN_HOUR).all()  # the data has full context
+    plain = _epoch(ex, seed=5, p=0.0)
+    dropped = _epoch(ex, seed=5, p=0.3)
+    # Same permutation with or without dropout; only device/hour change, and only to unknown.
+    np.testing.assert_array_equal(plain["positive"], dropped["positive"])
+    changed_d, changed_h = dropped["device"] != plain["device"], dropped["hour"] != plain["hour"]
+    assert (dropped["device"][changed_d] == UNKNOWN_DEVICE).all() and (dropped["hour"][changed_h] == UNKNOWN_HOUR).all()
+    n = len(ex)
+    assert 0.2 < changed_d.mean() < 0.4 and 0.2 < changed_h.mean() < 0.4, (changed_d.mean(), changed_h.mean(), n)
+    assert not np.array_equal(changed_d, changed_h)  # independent draws
+    assert (plain["device"] != UNKNOWN_DEVICE).all() and (plain["hour"] != UNKNOWN_HOUR).all()
+    again = _epoch(ex, seed=5, p=0.3)
+    for k in dropped:
+        np.testing.assert_array_equal(dropped[k], again[k])  # same seed, same batches
+    other, other_plain = _epoch(ex, seed=6, p=0.3), _epoch(ex, seed=6, p=0.0)
+    assert not np.array_equal(other["device"] != other_plain["device"], changed_d)  # another seed, other drops
+    assert (_epoch(ex, seed=5, p=1.0)["hour"] == UNKNOWN_HOUR).all()
+    # The examples themselves are not modified.
+    assert (ex.device != UNKNOWN_DEVICE).all() and (ex.hour != UNKNOWN_HOUR).all()
+    with pytest.raises(ValueError, match="context_dropout"):
+        next(iterate_batches(ex, 16, torch.device("cpu"), context_dropout=1.5))
+
+
 def test_towers_shapes_norms_and_empty_history(model):
     B, L = 4, 6
     hist = torch.nn.functional.normalize(torch.randn(B, L, DIM), dim=-1)
@@ -137,3 +179,13 @@ def test_onnx_user_tower_matches_torch(model, tmp_path):
     assert shapes["history_emb"][2] == DIM
     diff = verify_onnx(model, path, batch=(1, 9), lengths=(2, 17))
     assert diff < 1e-4
+    # The unknown hour (24) and device (3) are rows of their own in the graph, not clamped.
+    emb = np.zeros((4, 3, DIM), np.float32)
+    mask = np.zeros((4, 3), np.float32)
+    device = np.array([0, 0, UNKNOWN_DEVICE, UNKNOWN_DEVICE], np.int64)
+    hour = np.array([23, UNKNOWN_HOUR, 23, UNKNOWN_HOUR], np.int64)
+    (got,) = sess.run([OUTPUT_NAME], {"history_emb": emb, "history_mask": mask, "device": device, "hour": hour})
+    with torch.no_grad():
+        ref = model.user_tower(*(torch.from_numpy(a) for a in (emb, mask, device, hour))).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert len({tuple(np.round(r, 5)) for r in got}) == 4

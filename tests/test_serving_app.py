@@ -115,12 +115,47 @@ def test_fallback_and_filters_over_http(client: TestClient):
         ({"user_id": "u1", "popularity_penalty": -1}, "popularity_penalty"),
         ({"user_id": "u1", "surprise": 1}, "surprise"),
         ({"user_id": "u1", "hour": 24}, "hour"),
+        ({"user_id": "u1", "hour": -1}, "hour"),
+        ({"user_id": "u1", "hour": 3.5}, "hour"),
+        ({"user_id": "u1", "hour": "7"}, "hour"),
+        ({"user_id": "u1", "device": "phablet"}, "device"),
     ],
 )
 def test_bad_input_is_422(client: TestClient, payload, where):
     r = client.post("/recommendations", json=payload)
     assert r.status_code == 422
     assert where in json.dumps(r.json()["detail"])
+
+
+def test_context_is_optional_and_unknown_when_omitted(client: TestClient):
+    engine = client.app.state.store.engine
+    for payload in ({"user_id": "u2", "k": 8}, {"user_id": "anon", "recent_items": ["i1", "i2", "i3"], "k": 8}):
+        r = client.post("/recommendations", json=payload)
+        assert r.status_code == 200
+        want = engine.recommend(payload["user_id"], recent_items=payload.get("recent_items"), k=8)
+        assert r.json()["items"] == want.items and r.json()["fallback"] is None
+    full = client.post("/recommendations", json={"user_id": "u2", "k": 8, "device": "tablet", "hour": 0})
+    assert full.status_code == 200 and len(full.json()["items"]) == 8
+
+
+def test_request_schema_documents_context_and_order(client: TestClient):
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["RecommendationRequest"]["properties"]
+    assert "oldest first, most recent last" in schema["recent_items"]["description"]
+    assert "never the server's clock" in schema["hour"]["description"]
+    assert "unknown device" in schema["device"]["description"]
+
+
+def test_a_bundle_without_user_seen_is_served(local_lake: Lake, tmp_path: Path):
+    old_dir = make_bundle_dir(tmp_path / "old", n_items=200, dim=8, seed=2, write_seen=False)
+    manifest = write_and_promote(local_lake, V1, old_dir)
+    assert "user_seen.parquet" not in manifest["files"]
+    app = create_app(settings_for(local_lake, tmp_path), poll=False)
+    assert app.state.store.reload_now() is True
+    with TestClient(app) as c:
+        assert c.get("/ready").json()["version"] == V1
+        r = c.post("/recommendations", json={"user_id": "u3", "k": 5})
+        assert r.status_code == 200 and r.json()["source"] == "stored_history" and len(r.json()["items"]) == 5
+    assert app.state.store.engine.seen.n_users == 0
 
 
 def test_similar(client: TestClient):

@@ -12,6 +12,7 @@ import torch
 from synthetic import synthetic_tables
 
 from recsys_dagster.ml.embed import item_embeddings
+from recsys_dagster.ml.model import UNKNOWN_DEVICE, UNKNOWN_HOUR
 from recsys_dagster.ml.train import CHECKPOINT, TrainConfig, resolve_device, train_two_tower
 
 COLD = 24
@@ -77,6 +78,47 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path):
     # A finished checkpoint resumes to the same result without training again.
     again = train_two_tower(train, val, items, _cfg(), tmp_path / "b", on_epoch=lambda e, r: seen.append(e))
     assert seen == [2] and again.epochs_run == 2
+
+
+def test_context_dropout_trains_the_unknown_context(tmp_path):
+    train, val, items = synthetic_tables(**TINY)
+    init = train_two_tower(train, val, items, _cfg(epochs=0), tmp_path / "init").model.user_tower
+    plain = train_two_tower(train, val, items, _cfg(context_dropout=0.0), tmp_path / "plain").model.user_tower
+    dropped = train_two_tower(train, val, items, _cfg(context_dropout=0.5), tmp_path / "drop")
+    tower = dropped.model.user_tower
+
+    def moved(t, table: str, row: int) -> float:
+        return float((getattr(t, table).weight[row] - getattr(init, table).weight[row]).detach().abs().max())
+
+    # Without dropout the unknown rows never see a gradient (only AdamW's weight decay);
+    # with it they train like any other row.
+    for table, row in (("device_emb", UNKNOWN_DEVICE), ("hour_emb", UNKNOWN_HOUR)):
+        assert moved(plain, table, row) < 1e-6
+        assert moved(tower, table, row) > max(1e-3, 0.5 * moved(tower, table, 0))  # as much as a known row
+
+    hist = torch.nn.functional.normalize(torch.randn(3, 4, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    mask = torch.ones(3, 4)
+    unknown = (torch.full((3,), UNKNOWN_DEVICE), torch.full((3,), UNKNOWN_HOUR))
+    known = (torch.tensor([0, 1, 2]), torch.tensor([8, 13, 20]))
+    with torch.no_grad():
+        u_unknown = tower(hist, mask, *unknown)
+        u_known = tower(hist, mask, *known)
+        u_init = init(hist, mask, *unknown)
+    assert torch.isfinite(u_unknown).all()
+    torch.testing.assert_close(u_unknown.norm(dim=1), torch.ones(3))
+    assert (u_unknown - u_known).abs().max() > 1e-3 and (u_unknown - u_init).abs().max() > 1e-2
+    m = dropped.final_metrics
+    assert 0 <= m["val_recall@20_unknown_context"] <= 1 and m["val_recall@20"] > m["val_recall@20_popularity"]
+
+
+def test_a_checkpoint_with_another_context_dropout_is_not_resumed(tmp_path):
+    train, val, items = synthetic_tables(**TINY)
+    train_two_tower(train, val, items, _cfg(context_dropout=0.25), tmp_path)
+    seen: list[int] = []
+    train_two_tower(train, val, items, _cfg(context_dropout=0.5), tmp_path, on_epoch=lambda e, r: seen.append(e))
+    assert seen == [1, 2]  # started fresh
+    with pytest.raises(ValueError, match="context_dropout"):
+        _cfg(context_dropout=-0.1)
 
 
 def test_same_seed_same_weights_other_seed_differs(tmp_path):

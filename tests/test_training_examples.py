@@ -20,10 +20,12 @@ from recsys_dagster.spark.training import (
     TrainingDataError,
     alias_table,
     build_examples,
+    explode_positives,
     negative_quota,
     sample_negatives,
     split_for,
     training_partition,
+    user_seen,
 )
 
 WEEK = "2026-10-19"
@@ -322,6 +324,25 @@ def test_history_strictly_before_and_deduped(built):
     assert all(len(h) <= CFG.history_len and len(h) == len(set(h)) for h in hist.values())
 
 
+def test_user_seen_is_distinct_most_recent_first_and_bounded(built, frames):
+    _, got = built
+    seen = {r["user_id"]: r["seen"] for r in got["user_seen"]}
+    # u1 by each item's latest positive: s0 (24th), a1 (22nd), a0 (20th 9:30), a3 = a2 (20th 9:00, by id desc)
+    assert seen["u1"] == ["s0", "a1", "a0", "a3", "a2"]
+    assert seen["u2"] == ["s1", "p1", "p0", "p2", "t0", "ghost"]
+    hist = {r["user_id"]: r["history"] for r in got["user_histories"]}
+    assert set(seen) == set(hist)
+    for user, items in seen.items():
+        assert len(items) == len(set(items)) and set(hist[user]) <= set(items)
+        assert items[: len(hist[user])] == hist[user][::-1]  # the history is the seen-set's recent end, reversed
+    assert max(len(v) for v in seen.values()) > CFG.history_len  # more than the model's input history
+    sessions, _ = frames
+    bounded = {r["user_id"]: r["seen"] for r in user_seen(explode_positives(sessions, WEEK_END, CFG), 2).collect()}
+    assert bounded["u1"] == ["s0", "a1"] and all(v == seen[u][:2] for u, v in bounded.items())
+    with pytest.raises(ValueError, match="seen_limit"):
+        ExampleConfig(seen_limit=0)
+
+
 def test_splits_by_time(built):
     _, got = built
     for split in ("train", "validation", "test"):
@@ -507,7 +528,8 @@ def _assert_partition(lake, counts: ExamplesSummary, expected: dict) -> None:
     the same data read as one file (so the output does not depend on input layout)."""
     base = f"training/week={WEEK}"
     tables = {
-        name: lake.read_parquet(f"{base}/{name}") for name in ("train", "validation", "test", "items", "user_histories")
+        name: lake.read_parquet(f"{base}/{name}")
+        for name in ("train", "validation", "test", "items", "user_histories", "user_seen")
     }
     for s in ("train", "validation", "test"):
         t = tables[s]
@@ -532,6 +554,12 @@ def _assert_partition(lake, counts: ExamplesSummary, expected: dict) -> None:
         assert sorted(tables[s].to_pylist(), key=key) == sorted(expected[s], key=key)
     assert sorted(tables["user_histories"].to_pylist(), key=lambda r: r["user_id"]) == sorted(
         expected["user_histories"], key=lambda r: r["user_id"]
+    )
+    seen = tables["user_seen"]
+    assert seen.schema.field("user_id").type == pa.string() and seen.schema.field("seen").type == pa.list_(pa.string())
+    assert counts.files["user_seen"] >= 1 and seen.num_rows == counts.users
+    assert sorted(seen.to_pylist(), key=lambda r: r["user_id"]) == sorted(
+        expected["user_seen"], key=lambda r: r["user_id"]
     )
 
 

@@ -75,10 +75,10 @@ def upstream_checks(
     # One promotion at a time across runs: the pointer flip and its audit log are serial.
     pool="promotion",
     description="The promotion gate. Gates the week of the run (or the latest evaluated week): upstream "
-    "checks, margin over popularity, no significant regression vs the champion (paired bootstrap), index "
-    "recall, and a serving load test of the bundle. On pass writes and verifies models/<version>/, flips "
-    "promoted/manifest.json and moves the MLflow `champion` alias; otherwise production is untouched and "
-    "the reasons are recorded.",
+    "checks, enough test users, a significant win over the strongest baseline and no significant regression "
+    "vs the champion (paired bootstraps over users), index recall, and a serving load test of the bundle. "
+    "On pass writes and verifies models/<version>/, flips promoted/manifest.json and moves the MLflow "
+    "`champion` alias; otherwise production is untouched and the reasons are recorded.",
 )
 def deployment(
     context: AssetExecutionContext, config: GateSettings, lake: LakeResource, mlflow: MlflowResource
@@ -105,6 +105,7 @@ def deployment(
         "week": week,
         "promoted": outcome.promoted,
         "decision": MetadataValue.md(outcome.decision.markdown()),
+        "test_users": outcome.test_users,
         "upstream_checks_passed": sum(checks.values()),
         "upstream_checks_total": len(checks),
         "serving_p95_ms": float(outcome.infra.p95_ms or 0.0),

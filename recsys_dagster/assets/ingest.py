@@ -20,7 +20,8 @@ raw_catalog = AssetSpec(
     "raw_catalog",
     partitions_def=DAILY,
     group_name="landing",
-    description=f"Daily catalog snapshots landed under `{LANDING_CATALOG}/dt=YYYY-MM-DD/catalog.jsonl.gz`.",
+    description=f"Catalog snapshots landed under `{LANDING_CATALOG}/dt=YYYY-MM-DD/catalog.jsonl.gz`: daily, "
+    "or once; each day uses the latest snapshot landed on or before it.",
     kinds={"s3"},
 )
 
@@ -63,6 +64,14 @@ def _ingest_metadata(lake_uri: str, dataset: str, days: list[str], summaries: li
         )
     for reason, n in by_reason.items():
         meta[f"quarantined_{reason}"] = n
+    empty = [d for d, s in zip(days, summaries) if s["input"] == 0]
+    meta["empty_days"] = len(empty)
+    if empty:
+        # An ordinary outcome on real calendars: recorded, never an error.
+        meta["empty_day_list"] = ", ".join(empty)
+    snapshots = sorted({s["snapshot_day"] for s in summaries if s.get("snapshot_day")})
+    if snapshots:
+        meta["catalog_snapshot"] = ", ".join(snapshots)
     return meta
 
 
@@ -77,7 +86,8 @@ SINGLE_RUN = BackfillPolicy.single_run()
     group_name="ingest",
     kinds={"python", "parquet"},
     backfill_policy=SINGLE_RUN,
-    description="The validated item table of the day: typed, de-duplicated; invalid rows quarantined with the reason.",
+    description="The validated item table of the day, from the latest catalog snapshot landed on or before it: "
+    "typed, de-duplicated; invalid rows quarantined with the reason (on the day the snapshot landed).",
 )
 def catalog(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     days = sorted(context.partition_keys)
@@ -92,7 +102,8 @@ def catalog(context: AssetExecutionContext, lake: LakeResource) -> MaterializeRe
     kinds={"python", "parquet"},
     backfill_policy=SINGLE_RUN,
     description="Typed, validated, de-duplicated events of the day. Rejected rows go to "
-    f"`{QUARANTINE_EVENTS}/dt=…` with their reason; none are dropped silently.",
+    f"`{QUARANTINE_EVENTS}/dt=…` with their reason; none are dropped silently. A day without "
+    "events is an empty partition, recorded as such.",
 )
 def events(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     days = sorted(context.partition_keys)

@@ -35,12 +35,14 @@ def sessions(
         "dagster/row_count": sum(int(r.sessions) for r in results),
         "events": sum(int(r.events) for r in results),
         "users": int(last.users) if len(days) == 1 else max(int(r.users) for r in results),
-        "duration_p50_s": float(last.duration_p50_s),
-        "duration_p95_s": float(last.duration_p95_s),
         "session_length_distribution": md_kv(_sum_histograms(results), "events per session", "sessions"),
         "gap_minutes": config.gap_minutes,
         "preview": md_table(last.preview),
+        "empty_days": sum(r.sessions == 0 for r in results),
     }
+    if last.duration_p50_s is not None:  # an empty day has no durations
+        meta["duration_p50_s"] = float(last.duration_p50_s)
+        meta["duration_p95_s"] = float(last.duration_p95_s)
     if len(days) > 1:
         meta["days"] = len(days)
         meta["per_day"] = md_table(

@@ -1,4 +1,4 @@
-"""Assemble a week's artifacts into a local bundle directory (the six bundle files).
+"""Assemble a week's artifacts into a local bundle directory (`format.BUNDLE_FILES`).
 
 The offline evaluation scores the candidate from this directory exactly as serving
 would, and the promotion gate writes it to `models/<version>/` when it passes.
@@ -56,14 +56,22 @@ class BundleMeta(Record):
     n_items: int
     n_active_items: int
     n_users_with_history: int
+    n_users_with_seen: int
 
 
 def assemble_bundle_dir(lake: Lake, week: str, dest: Path) -> BundleMeta:
-    """Write the six bundle files of `week` into `dest` (and `index.json`); returns the
-    model and index facts the manifest carries."""
+    """Write the bundle files of `week` into `dest` (and `index.json`); returns the model
+    and index facts the manifest carries. A week whose training output predates
+    `user_seen/` is refused: re-run its training examples."""
     from recsys_dagster.ml.artifacts import SUMMARY, USER_TOWER, TrainSummary
     from recsys_dagster.ml.index import IndexReport
 
+    training = week_prefix(TRAINING, week)
+    if not lake.has_data(f"{training}/user_seen"):
+        raise ValueError(
+            f"week {week}: {training}/user_seen is missing (training examples written before seen-sets); "
+            "re-run training_examples for this week"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     model, emb, index = (artifact_prefix(week, k) for k in ("model", "embeddings", "index"))
     (dest / "user_tower.onnx").write_bytes(lake.get_bytes(f"{model}/{USER_TOWER}"))
@@ -73,8 +81,10 @@ def assemble_bundle_dir(lake: Lake, week: str, dest: Path) -> BundleMeta:
     index_json = lake.get_bytes(f"{index}/index.json")
     report = IndexReport.from_json(index_json)
     (dest / "index.json").write_bytes(index_json)
-    histories = lake.read_parquet(f"{week_prefix(TRAINING, week)}/user_histories", columns=["user_id", "history"])
+    histories = lake.read_parquet(f"{training}/user_histories", columns=["user_id", "history"])
     pq.write_table(histories, dest / "user_histories.parquet", compression="zstd")
+    seen = lake.read_parquet(f"{training}/user_seen", columns=["user_id", "seen"])
+    pq.write_table(seen, dest / "user_seen.parquet", compression="zstd")
     items = pq.read_table(dest / "items.parquet")
     (dest / "popular.json").write_text(json.dumps(popular_json(items)))
     summary = TrainSummary.from_json(lake.get_bytes(f"{model}/{SUMMARY}"))
@@ -89,4 +99,5 @@ def assemble_bundle_dir(lake: Lake, week: str, dest: Path) -> BundleMeta:
         n_items=items.num_rows,
         n_active_items=int(pc.sum(pc.cast(items.column("active"), pa.int64())).as_py() or 0),
         n_users_with_history=histories.num_rows,
+        n_users_with_seen=seen.num_rows,
     )

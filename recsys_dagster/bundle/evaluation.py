@@ -6,6 +6,7 @@ Plain function called by the `model_evaluation` asset; no dagster, no torch.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,11 +16,22 @@ from recsys_dagster.bundle.format import fetch_bundle, read_pointer
 from recsys_dagster.contract import TRAINING, week_prefix
 from recsys_dagster.lake import Lake
 from recsys_dagster.ml.artifacts import SUMMARY, TrainSummary
-from recsys_dagster.ml.evaluate import EvaluationRecord, Report, build_queries, evaluate, train_sessions_from
+from recsys_dagster.ml.baselines import BaselineConfig
+from recsys_dagster.ml.evaluate import PRIOR_COLUMNS, EvaluationRecord, Report, evaluate
 from recsys_dagster.spark.examples import read_summary
 
 
-def evaluate_week(lake: Lake, week: str, workdir: Path) -> tuple[EvaluationRecord, Report]:
+def split_start(split_ranges: dict[str, list[str]], split: str) -> datetime:
+    """00:00 UTC of the split's first day (`ExamplesSummary.split_ranges`)."""
+    if split not in split_ranges:
+        raise ValueError(f"the week's summary has no {split!r} split range: {sorted(split_ranges)}")
+    first = date.fromisoformat(split_ranges[split][0])
+    return datetime(first.year, first.month, first.day, tzinfo=UTC)
+
+
+def evaluate_week(
+    lake: Lake, week: str, workdir: Path, cfg: BaselineConfig | None = None
+) -> tuple[EvaluationRecord, Report]:
     """The record the gate reads (`metrics.json`) and the full report (per-user rows)."""
     from recsys_dagster.serving.engine import Engine
 
@@ -33,25 +45,29 @@ def evaluate_week(lake: Lake, week: str, workdir: Path) -> tuple[EvaluationRecor
         fetch_bundle(lake, pointer["version"], workdir / "champion")
         champion = Engine.from_dir(workdir / "champion", version=pointer["version"])
     items = pq.read_table(cand_dir / "items.parquet")
-    test = lake.read_parquet(f"{base}/test")
-    train = lake.read_parquet(f"{base}/train", columns=["session_id", "item_id", "timestamp"])
-    active = {i for i, a in zip(items.column("item_id").to_pylist(), items.column("active").to_pylist()) if a}
+    query_columns = [*PRIOR_COLUMNS, "history", "device_type", "hour"]
+    examples, _ = read_summary(lake, week)
     report = evaluate(
         candidate,
-        build_queries(test, active),
-        train_sessions=train_sessions_from(train),
+        train=lake.read_parquet(f"{base}/train", columns=PRIOR_COLUMNS),
+        validation=lake.read_parquet(f"{base}/validation", columns=query_columns),
+        test=lake.read_parquet(f"{base}/test", columns=query_columns),
         items=items,
+        validation_start=split_start(examples.split_ranges, "validation"),
+        test_start=split_start(examples.split_ranges, "test"),
         champion=champion,
+        cfg=cfg,
     )
 
     summary = TrainSummary.from_json(lake.get_bytes(f"{artifact_prefix(week, 'model')}/{SUMMARY}"))
-    examples, _ = read_summary(lake, week)
     record = EvaluationRecord(
         week=week,
         n_users=report.n_users,
         n_items=report.n_items,
         systems=report.systems,
         segments=report.segments,
+        validation_users=report.validation_users,
+        baselines=report.baselines,
         champion_version=pointer["version"] if pointer else None,
         mlflow_run_id=summary.mlflow_run_id,
         mlflow_model_version=summary.mlflow_model_version,

@@ -18,15 +18,21 @@ from recsys_dagster.lake import Lake, LakeError
 
 FORMAT_VERSION = 1
 
-# Every bundle has exactly these files besides manifest.json.
+# Every bundle written now has exactly these files besides manifest.json.
 BUNDLE_FILES: tuple[str, ...] = (
     "user_tower.onnx",
     "item_index.faiss",
     "items.parquet",
     "item_embeddings.npy",
     "user_histories.parquet",
+    "user_seen.parquet",
     "popular.json",
 )
+# Files that bundles written before they existed lack (same format version): a reader takes
+# such a bundle and reads the missing file as empty (`user_seen.parquet`: no seen-sets, so
+# serving excludes only the stored history and the request's items).
+OPTIONAL_FILES: frozenset[str] = frozenset({"user_seen.parquet"})
+REQUIRED_FILES: tuple[str, ...] = tuple(f for f in BUNDLE_FILES if f not in OPTIONAL_FILES)
 
 MANIFEST = "manifest.json"
 POINTER_KEY = f"{PROMOTED}/manifest.json"
@@ -68,7 +74,7 @@ class Manifest:
         raw = data if isinstance(data, dict) else json.loads(data)
         try:
             files = raw["files"]
-            missing = [f for f in BUNDLE_FILES if f not in files]
+            missing = [f for f in REQUIRED_FILES if f not in files]
             if missing:
                 raise BundleError(f"manifest of {raw.get('version')!r} lacks files: {missing}")
             for name, meta in files.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,7 +31,14 @@ MIN_INDEX_RECALL = 0.95
 class GateConfig:
     """Thresholds of the promotion gate."""
 
-    baseline_margin: float = documented(0.10, "Relative margin: candidate recall@20 >= (1 + margin) x popularity.")
+    baseline_margin: float = documented(
+        0.0,
+        "Absolute per-user recall@20 margin over the strongest baseline: the lower 95% CI bound of "
+        "candidate - strongest baseline must exceed this.",
+    )
+    min_test_users: int = documented(
+        200, "Test users (with a target) the evaluation needs before the gate trusts its comparisons."
+    )
     champion_tolerance: float = documented(
         0.01, "Absolute recall@20 drop vs the champion the lower 95% CI bound may show."
     )
@@ -40,8 +48,10 @@ class GateConfig:
     seed: int = documented(0, "Seed of the bootstrap.")
 
     def __post_init__(self) -> None:
-        if not self.baseline_margin >= 0:
-            raise ValueError(f"baseline_margin must be >= 0, got {self.baseline_margin}")
+        if not 0 <= self.baseline_margin < 1:
+            raise ValueError(f"baseline_margin must be in [0, 1), got {self.baseline_margin}")
+        if self.min_test_users < 1:
+            raise ValueError(f"min_test_users must be >= 1, got {self.min_test_users}")
         if not self.champion_tolerance >= 0:
             raise ValueError(f"champion_tolerance must be >= 0, got {self.champion_tolerance}")
         if not 0 < self.min_index_recall <= 1:
@@ -71,8 +81,8 @@ class InfraReport:
 class RuleResult:
     name: str
     passed: bool
-    value: float | str | None
-    threshold: float | str | None
+    value: float | int | str | None
+    threshold: float | int | str | None
     detail: str
 
 
@@ -95,7 +105,7 @@ class GateDecision:
         return "\n".join(lines)
 
 
-def _fmt(v: float | str | None) -> str:
+def _fmt(v: float | int | str | None) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -147,35 +157,44 @@ def _rule_upstream(checks_passed: dict[str, bool]) -> RuleResult:
     return RuleResult("upstream_checks", True, value, "all", f"all {n} upstream checks passed")
 
 
-def _rule_popularity(cfg: GateConfig, candidate: float, popularity: float) -> RuleResult:
-    name = "beats_popularity"
-    if not (_finite_fraction(candidate) and _finite_fraction(popularity)):
-        return RuleResult(
-            name,
-            False,
-            None,
-            None,
-            f"recall@20 must be finite values in [0, 1]: candidate={candidate!r}, popularity={popularity!r}",
+def _rule_evidence(cfg: GateConfig, n_users: int) -> RuleResult:
+    name = "enough_evidence"
+    if n_users < cfg.min_test_users:
+        detail = f"insufficient_evidence: {n_users} test users < {cfg.min_test_users}"
+        return RuleResult(name, False, n_users, cfg.min_test_users, detail)
+    detail = f"{n_users} test users >= {cfg.min_test_users}"
+    return RuleResult(name, True, n_users, cfg.min_test_users, detail)
+
+
+def _rule_baseline(cfg: GateConfig, candidate: np.ndarray, baselines: Mapping[str, np.ndarray]) -> RuleResult:
+    """The candidate against the baseline with the highest recall@20 (the first of equals),
+    paired over users: the lower 95% CI bound of the mean difference must exceed the margin."""
+    name = "beats_strongest_baseline"
+    if not baselines:
+        return RuleResult(name, False, None, cfg.baseline_margin, "no baseline was evaluated: nothing to beat")
+    per_user = {k: _per_user(f"per_user_baselines[{k!r}]", v) for k, v in baselines.items()}
+    misaligned = {k: v.shape for k, v in per_user.items() if v.shape != candidate.shape}
+    if misaligned:
+        raise ValueError(
+            f"per-user arrays must be aligned on the same users: candidate {candidate.shape} vs {misaligned}"
         )
-    threshold = (1.0 + cfg.baseline_margin) * float(popularity)
-    passed = float(candidate) >= threshold - _EPS  # exactly on the line passes despite float rounding
+    means = {k: float(v.mean()) for k, v in per_user.items()}
+    strongest = max(means, key=lambda k: means[k])  # max keeps the first of equals
+    mean, low, high = paired_bootstrap_ci(candidate - per_user[strongest], n_boot=cfg.n_boot, seed=cfg.seed)
+    passed = low > cfg.baseline_margin
     detail = (
-        f"candidate recall@20 {candidate:.4f} {'>=' if passed else '<'} {threshold:.4f} "
-        f"(popularity {popularity:.4f} + {cfg.baseline_margin:.0%})"
+        f"strongest baseline {strongest} recall@20 {means[strongest]:.4f}, candidate {float(candidate.mean()):.4f}; "
+        f"candidate-{strongest} {mean:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}] over {candidate.size} users; "
+        f"lower bound {'>' if passed else '<='} {cfg.baseline_margin:+.4f}"
     )
-    return RuleResult(name, passed, float(candidate), threshold, detail)
+    return RuleResult(name, passed, low, cfg.baseline_margin, detail)
 
 
-def _rule_champion(
-    cfg: GateConfig, per_user_candidate: np.ndarray | None, per_user_champion: np.ndarray | None
-) -> RuleResult:
+def _rule_champion(cfg: GateConfig, cand: np.ndarray, per_user_champion: np.ndarray | None) -> RuleResult:
     name = "no_regression_vs_champion"
     threshold = -cfg.champion_tolerance
     if per_user_champion is None:
         return RuleResult(name, True, None, threshold, "no champion: first model")
-    if per_user_candidate is None:
-        raise ValueError("per_user_candidate is required when a champion's per-user recall is given")
-    cand = _per_user("per_user_candidate", per_user_candidate)
     champ = _per_user("per_user_champion", per_user_champion)
     if cand.shape != champ.shape:
         raise ValueError(
@@ -252,9 +271,8 @@ def evaluate_gate(
     cfg: GateConfig,
     *,
     checks_passed: dict[str, bool],
-    candidate_recall20: float,
-    popularity_recall20: float,
-    per_user_candidate: np.ndarray | None,
+    per_user_candidate: np.ndarray,
+    per_user_baselines: Mapping[str, np.ndarray],
     per_user_champion: np.ndarray | None,
     index_recall: float,
     infra: InfraReport,
@@ -263,12 +281,18 @@ def evaluate_gate(
     evaluated_champion_version: str | None,
 ) -> GateDecision:
     """Every rule is evaluated (so the report shows all verdicts); promote iff all pass.
-    `champion` is the promoted pointer (None before the first promotion);
-    `evaluated_champion_version` the champion the evaluation compared against."""
+
+    The per-user arrays hold test recall@20, aligned on the same users: the candidate's,
+    each baseline's (`{name: array}`, every baseline the evaluation ran) and the
+    champion's (None before the first promotion). `champion` is the promoted pointer
+    (None before the first promotion); `evaluated_champion_version` the champion the
+    evaluation compared against."""
+    candidate = _per_user("per_user_candidate", per_user_candidate)
     rules = [
         _rule_upstream(checks_passed),
-        _rule_popularity(cfg, candidate_recall20, popularity_recall20),
-        _rule_champion(cfg, per_user_candidate, per_user_champion),
+        _rule_evidence(cfg, candidate.size),
+        _rule_baseline(cfg, candidate, per_user_baselines),
+        _rule_champion(cfg, candidate, per_user_champion),
         _rule_index(cfg, index_recall),
         _rule_infra(cfg, infra),
         _rule_newer(candidate_week, champion),

@@ -449,9 +449,15 @@ def _metric_line(metrics: Any) -> str:
     numeric = {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     keys = [k for k in _KEY_METRICS if k in numeric] or sorted(numeric)[:8]
     line = ", ".join(f"{k}={numeric[k]:.4f}" for k in keys)
-    pop = (metrics.get("baselines") or {}).get("popularity") if isinstance(metrics.get("baselines"), dict) else None
-    if isinstance(pop, dict) and "recall@20" in pop:
-        line += f" (popularity recall@20={pop['recall@20']:.4f})"
+    baselines = metrics.get("baselines") if isinstance(metrics.get("baselines"), dict) else {}
+    recalls = {
+        name: m["recall@20"]
+        for name, m in baselines.items()
+        if name != "champion" and isinstance(m, dict) and isinstance(m.get("recall@20"), (int, float))
+    }
+    if recalls:
+        best = max(recalls, key=lambda name: recalls[name])
+        line += f" (strongest baseline {best} recall@20={recalls[best]:.4f})"
     return line
 
 

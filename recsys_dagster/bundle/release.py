@@ -22,8 +22,6 @@ from recsys_dagster.contract import EVALUATION, week_prefix
 from recsys_dagster.lake import Lake
 from recsys_dagster.ml.evaluate import EvaluationRecord
 
-BASELINES_IN_MANIFEST = ("popularity", "cooccurrence", "champion")
-
 
 @dataclass(frozen=True)
 class ReleaseOutcome:
@@ -33,6 +31,7 @@ class ReleaseOutcome:
     decision: GateDecision
     infra: InfraReport
     mlflow_model_version: str  # the candidate's registered version
+    test_users: int  # users the evaluation compared the systems on
 
 
 def infra_check(bundle_dir: Path, n_requests: int = 300, seed: int = 0) -> InfraReport:
@@ -73,8 +72,12 @@ def infra_check(bundle_dir: Path, n_requests: int = 300, seed: int = 0) -> Infra
     )
 
 
-def _per_user(per_user: pa.Table, column: str) -> np.ndarray | None:
-    return per_user.column(column).to_numpy() if column in per_user.column_names else None
+def _recall20(per_user: pa.Table, system: str) -> np.ndarray:
+    """The system's per-user recall@20 from `per_user.parquet`; a missing column is an error."""
+    column = f"{system}.recall@20"
+    if column not in per_user.column_names:
+        raise ValueError(f"per_user.parquet has no {column!r} column: re-run model_evaluation")
+    return per_user.column(column).to_numpy()
 
 
 def release(
@@ -94,19 +97,22 @@ def release(
     prefix = week_prefix(EVALUATION, week)
     evaluation = EvaluationRecord.from_dict(lake.read_json(f"{prefix}/metrics.json"))
     per_user = pq.read_table(io.BytesIO(lake.get_bytes(f"{prefix}/per_user.parquet")))
+    if per_user.num_rows != evaluation.n_users:
+        raise ValueError(f"per_user.parquet has {per_user.num_rows} rows, metrics.json {evaluation.n_users} users")
     bundle_dir = workdir / "bundle"
     bundle_meta = assemble_bundle_dir(lake, week, bundle_dir)
     infra = infra_check(bundle_dir)
 
     pointer = read_pointer(lake)
     systems = evaluation.systems
+    baselines = evaluation.gated_baselines()
+    champion_compared = pointer is not None and evaluation.champion_version is not None
     decision = evaluate_gate(
         cfg,
         checks_passed=checks_passed,
-        candidate_recall20=float(systems["candidate"]["recall@20"]),
-        popularity_recall20=float(systems["popularity"]["recall@20"]),
-        per_user_candidate=_per_user(per_user, "candidate.recall@20"),
-        per_user_champion=None if pointer is None else _per_user(per_user, "champion.recall@20"),
+        per_user_candidate=_recall20(per_user, "candidate"),
+        per_user_baselines={name: _recall20(per_user, name) for name in baselines},
+        per_user_champion=_recall20(per_user, "champion") if champion_compared else None,
         index_recall=bundle_meta.index_recall_at_10,
         infra=infra,
         candidate_week=week,
@@ -122,7 +128,13 @@ def release(
         "gate": decision.to_dict(),
         "actor": actor,
     }
-    outcome = dict(week=week, decision=decision, infra=infra, mlflow_model_version=evaluation.mlflow_model_version)
+    outcome = dict(
+        week=week,
+        decision=decision,
+        infra=infra,
+        mlflow_model_version=evaluation.mlflow_model_version,
+        test_users=evaluation.n_users,
+    )
     if not decision.promote:
         record_decision(lake, {"action": "refuse", **entry, "reasons": decision.reasons})
         return ReleaseOutcome(promoted=False, version=None, **outcome)
@@ -139,7 +151,8 @@ def release(
             "mlflow_model_version": evaluation.mlflow_model_version,
             "metrics": {
                 "candidate": systems["candidate"],
-                "baselines": {k: systems[k] for k in BASELINES_IN_MANIFEST if k in systems},
+                "baselines": {k: systems[k] for k in [*baselines, "champion"] if k in systems},
+                "baseline_choices": evaluation.baselines,
                 "test_users": evaluation.n_users,
             },
             "gate": decision.to_dict(),

@@ -5,8 +5,10 @@ same run, a leaking training split stops training, and so on.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
@@ -24,42 +26,97 @@ from recsys_dagster.resources.lake import LakeResource
 QUARANTINE_WARN_RATE = 0.05
 
 
-def gx_check_result(lake: Lake, asset: str, days: list[str], dataset: str) -> AssetCheckResult:
-    """Run the asset's GX suite on each day of the run and turn the outcome into one check
-    result (a single-run backfill checks every day it wrote; one bad day fails it)."""
+def _empty_day(lake: Lake, dataset: str, dt: str) -> bool:
+    """Nothing landed for the day, so an empty table is right (not a failed ingest): no
+    event kept and none quarantined, or, for sessions, no event on the day."""
+    if dataset == EVENTS:
+        q = day_prefix(QUARANTINE_EVENTS, dt)
+        quarantined = lake.read_parquet(q, columns=["reason"]).num_rows if lake.has_data(q) else 0
+        return quarantined == 0
+    if dataset == SESSIONS:
+        events = day_prefix(EVENTS, dt)
+        return lake.has_data(events) and lake.read_parquet(events, columns=["event_id"]).num_rows == 0
+    return False
+
+
+@dataclass(frozen=True)
+class DayOutcome:
+    dt: str
+    passed: bool
+    rows: int
+    evaluated: int
+    failed_expectations: int
+    failed_rows: int
+    report: str  # markdown of what failed, or why the suite was not needed
+    result_path: str | None
+
+
+def suite_on_day(lake: Lake, asset: str, dataset: str, dt: str) -> DayOutcome:
+    """The asset's GX suite on one day's partition (its result saved under quality/)."""
     from recsys_dagster.checks.suites import run_suite, save_result
 
-    rows = evaluated = 0
-    failed: list[tuple[str, str]] = []  # (day, markdown of what failed)
-    failed_rows = failed_expectations = 0
-    paths = []
-    for dt in days:
-        prefix = day_prefix(dataset, dt)
-        if not lake.has_data(prefix):
-            failed.append((dt, f"no data at {lake.uri}/{prefix}"))
-            failed_expectations += 1
-            continue
-        df = lake.read_parquet(prefix).to_pandas()
-        result = run_suite(asset, df)
-        paths.append(save_result(lake, asset, dt, result))
-        rows += len(df)
-        evaluated += result.evaluated
-        if not result.success:
-            failed.append((dt, result.markdown()))
-            failed_expectations += len(result.failed)
-            failed_rows += sum(int(f.get("unexpected_count") or 0) for f in result.failed)
-    report = "\n\n".join(f"**{dt}**\n\n{md}" for dt, md in failed) or "all expectations passed"
+    prefix = day_prefix(dataset, dt)
+    if not lake.has_data(prefix):
+        return DayOutcome(dt, False, 0, 0, 1, 0, f"no data at {lake.uri}/{prefix}", None)
+    df = lake.read_parquet(prefix).to_pandas()
+    if len(df) == 0 and _empty_day(lake, dataset, dt):
+        return DayOutcome(dt, True, 0, 0, 0, 0, "empty day: nothing landed, nothing to check", None)
+    result = run_suite(asset, df)
+    path = save_result(lake, asset, dt, result)
+    failed_rows = sum(int(f.get("unexpected_count") or 0) for f in result.failed)
+    report = "" if result.success else result.markdown()
+    return DayOutcome(dt, result.success, len(df), result.evaluated, len(result.failed), failed_rows, report, path)
+
+
+def _day_metadata(lake: Lake, day: DayOutcome) -> dict:
+    return {
+        "rows": day.rows,
+        "expectations_evaluated": day.evaluated,
+        "expectations_failed": day.failed_expectations,
+        "failed_rows": day.failed_rows,
+        "failed_expectations": MetadataValue.md(day.report or "all expectations passed"),
+        "result_path": MetadataValue.path(f"{lake.uri}/{day.result_path}") if day.result_path else "none",
+    }
+
+
+def gx_check_result(
+    lake: Lake, asset: str, days: list[str], dataset: str, context: AssetCheckExecutionContext | None = None
+) -> AssetCheckResult:
+    """Run the asset's GX suite on each day of the run and turn the outcome into one check
+    result (a single-run backfill checks every day it wrote; one bad day fails it).
+
+    In a range run Dagster records the step's result without a partition, so each day's
+    result is also logged as that day's evaluation: the gate reads checks per partition."""
+    outcomes = [suite_on_day(lake, asset, dataset, dt) for dt in days]
+    if context is not None and len(days) > 1:
+        check_key = context.check_specs[0].key
+        for day in outcomes:
+            context.op_execution_context.log_event(
+                AssetCheckEvaluation(
+                    asset_key=check_key.asset_key,
+                    check_name=check_key.name,
+                    passed=day.passed,
+                    metadata=_day_metadata(lake, day),
+                    severity=AssetCheckSeverity.ERROR,
+                    blocking=True,
+                    partition=day.dt,
+                )
+            )
+    failed = [d for d in outcomes if not d.passed]
+    report = "\n\n".join(f"**{d.dt}**\n\n{d.report}" for d in failed) or "all expectations passed"
+    paths = [d.result_path for d in outcomes if d.result_path]
     return AssetCheckResult(
         passed=not failed,
         severity=AssetCheckSeverity.ERROR,
         description=f"Great Expectations suite `{asset}` on {days[0]}" + (f" … {days[-1]}" if len(days) > 1 else ""),
         metadata={
             "partitions": len(days),
-            "failed_partitions": ", ".join(dt for dt, _ in failed) or "none",
-            "rows": rows,
-            "expectations_evaluated": evaluated,
-            "expectations_failed": failed_expectations,
-            "failed_rows": failed_rows,
+            "failed_partitions": ", ".join(d.dt for d in failed) or "none",
+            "empty_days": sum(d.rows == 0 and d.passed for d in outcomes),
+            "rows": sum(d.rows for d in outcomes),
+            "expectations_evaluated": sum(d.evaluated for d in outcomes),
+            "expectations_failed": sum(d.failed_expectations for d in outcomes),
+            "failed_rows": sum(d.failed_rows for d in outcomes),
             "failed_expectations": MetadataValue.md(report),
             "result_path": MetadataValue.path(f"{lake.uri}/{paths[-1]}") if paths else "none",
         },
@@ -75,7 +132,7 @@ def _suite_check(asset: str, dataset: str) -> AssetChecksDefinition:
         description=f"Great Expectations suite for `{asset}` (blocking: downstream waits for it).",
     )
     def _check(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
-        return gx_check_result(lake.get_lake(), asset, sorted(context.partition_keys), dataset)
+        return gx_check_result(lake.get_lake(), asset, sorted(context.partition_keys), dataset, context)
 
     return _check
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys_dagster.contract import CONDITIONS, DEVICE_TYPES, EVENT_TYPES
+from recsys_dagster.contract import EVENT_TYPES, LANDING_CONDITIONS, LANDING_DEVICE_TYPES
 
 
 def _not_null(gx: Any, *columns: str) -> list[Any]:
@@ -33,7 +33,7 @@ def events_suite() -> Any:
         *_not_null(gx, "event_id", "user_id", "item_id", "event_type", "timestamp", "device_type", "dt"),
         ex.ExpectColumnValuesToBeUnique(column="event_id"),
         ex.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)),
-        ex.ExpectColumnValuesToBeInSet(column="device_type", value_set=list(DEVICE_TYPES)),
+        ex.ExpectColumnValuesToBeInSet(column="device_type", value_set=list(LANDING_DEVICE_TYPES)),
         ex.ExpectColumnPairValuesToBeEqual(column_A="_timestamp_date", column_B="dt"),
     ]:
         suite.add_expectation(e)
@@ -47,9 +47,10 @@ def catalog_suite() -> Any:
     suite = gx.ExpectationSuite(name="catalog")
     for e in [
         ex.ExpectTableRowCountToBeBetween(min_value=1),
-        *_not_null(gx, "item_id", "title", "category_path", "category_l1", "price", "condition", "created_at", "dt"),
+        # price may be null (unknown, e.g. an imported catalog without prices); a known one is >= 0.
+        *_not_null(gx, "item_id", "title", "category_path", "category_l1", "condition", "created_at", "dt"),
         ex.ExpectColumnValuesToBeUnique(column="item_id"),
-        ex.ExpectColumnValuesToBeInSet(column="condition", value_set=list(CONDITIONS)),
+        ex.ExpectColumnValuesToBeInSet(column="condition", value_set=list(LANDING_CONDITIONS)),
         ex.ExpectColumnValuesToBeBetween(column="price", min_value=0),
     ]:
         suite.add_expectation(e)
@@ -69,7 +70,7 @@ def sessions_suite() -> Any:
         ex.ExpectColumnValuesToBeBetween(column="duration_s", min_value=0),
         ex.ExpectColumnPairValuesAToBeGreaterThanB(column_A="end_ts", column_B="start_ts", or_equal=True),
         ex.ExpectColumnPairValuesAToBeGreaterThanB(column_A="n_events", column_B="n_items", or_equal=True),
-        ex.ExpectColumnValuesToBeInSet(column="device_type", value_set=list(DEVICE_TYPES)),
+        ex.ExpectColumnValuesToBeInSet(column="device_type", value_set=list(LANDING_DEVICE_TYPES)),
         ex.ExpectColumnPairValuesToBeEqual(column_A="_event_ids_len", column_B="n_events"),
     ]:
         suite.add_expectation(e)

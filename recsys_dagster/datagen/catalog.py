@@ -48,6 +48,12 @@ _LOGISTICS = (
 )
 
 
+# Taste within a leaf: a buyer's favourite brand (Sony or Bose), or model where the leaf has
+# one brand (iPhone 13 or 15); what makes their items look alike to item-kNN.
+N_BRANDS = np.array([len(leaf.brands) for leaf in LEAVES])
+FAMILIES = np.array([len(leaf.brands) if len(leaf.brands) > 1 else len(leaf.products) for leaf in LEAVES])
+
+
 def _round_price(p: np.ndarray) -> np.ndarray:
     """Asking prices people type: halves under 20, whole euros, tens above 1000."""
     return np.where(p < 20, np.round(p * 2) / 2, np.where(p < 1000, np.round(p), np.round(p, -1)))
@@ -64,6 +70,7 @@ class Catalog:
         self.price = np.zeros(capacity, dtype=np.float64)
         self.price_z = np.zeros(capacity, dtype=np.float64)  # log-price position within its leaf
         self.log_appeal = np.zeros(capacity, dtype=np.float64)
+        self.family = np.zeros(capacity, dtype=np.int64)  # brand, or model in one-brand leaves (see FAMILIES)
         self.created_ms = np.zeros(capacity, dtype=np.int64)
         self.sold_day = np.full(capacity, -1, dtype=np.int64)  # day index it sold on; -1 listed
         self.lines: list[str] = []
@@ -102,6 +109,9 @@ class Catalog:
         self.price[rows] = price
         self.price_z[rows] = np.log(price / median) / sigma
         self.log_appeal[rows] = log_appeal
+        self.family[rows] = np.where(
+            N_BRANDS[leaf] > 1, (pick[:, 1] * N_BRANDS[leaf]).astype(np.int64) % N_BRANDS[leaf], product
+        )
         self.created_ms[rows] = created_ms
         created_at = iso_s(created_ms)
         for j, row in enumerate(rows.tolist()):

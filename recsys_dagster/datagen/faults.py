@@ -21,7 +21,7 @@ FAULT_KINDS = EVENT_QUARANTINE_REASONS
 # Required, non-nullable fields (session_id is required but may be null).
 _STRICT_FIELDS = ("event_id", "user_id", "item_id", "event_type", "timestamp", "device_type")
 _BAD_EVENT_TYPES = ("like", "share", "add_to_cart", "impression")
-_BAD_DEVICE_TYPES = ("smartwatch", "tv", "console", "unknown")
+_BAD_DEVICE_TYPES = ("smartwatch", "tv", "console", "fridge")  # "unknown" is valid: a missing device
 _BAD_TIMESTAMPS = ("not-a-timestamp", "2026-13-45T25:61:00Z", "yesterday", "31/10/2026 14:00")
 
 

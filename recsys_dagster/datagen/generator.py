@@ -3,7 +3,8 @@
 Day D's catalog file is every item listed and unsold at the start of D plus those listed
 during D; D's events reference only those (an item only once it is listed). Sessions that
 run past midnight continue into D+1's file. A purchase usually sells the item, and sold
-items are gone from the next day's snapshot.
+items are gone from the next day's snapshot. What changes from day to day (listings fading
+with age, bursts, category trends, user streaks and memory) lives in `dynamics.World`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from recsys_dagster.contract import DEVICE_TYPES, EVENT_TYPES, LANDING_CATALOG, LANDING_EVENTS, day_prefix
 from recsys_dagster.datagen.catalog import Catalog, item_key, user_key
 from recsys_dagster.datagen.clock import MS_PER_DAY, cet_offset_minutes, day_start_ms, iso_ms
+from recsys_dagster.datagen.dynamics import World
 from recsys_dagster.datagen.faults import FAULT_KINDS, inject_faults
 from recsys_dagster.datagen.sessions import DayEvents, simulate_day
 from recsys_dagster.datagen.users import Users, make_users
@@ -185,6 +187,7 @@ def simulate(cfg: GeneratorConfig) -> Iterator[DayData]:
     start0 = day_start_ms(cfg.start_date)
     created = start0 - (world.random(cfg.items) * INITIAL_LISTING_DAYS * MS_PER_DAY).astype(np.int64)
     catalog.add(world, np.sort(created))
+    state = World.create(world, cfg.users, catalog.capacity)
     # Ids beyond every real one: never in any snapshot.
     unknown_base = catalog.capacity + 1_000_000
     # The after-midnight tail of the previous day's sessions, and its records.
@@ -193,6 +196,7 @@ def simulate(cfg: GeneratorConfig) -> Iterator[DayData]:
 
     for d, dt in enumerate(cfg.dates()):
         rng = np.random.default_rng(day_seqs[d])
+        day_date = cfg.start_date + timedelta(days=d)
         start = start0 + d * MS_PER_DAY
         dt_tag = dt.replace("-", "")
         new_ts = np.sort(start + (rng.random(cfg.new_per_day) * MS_PER_DAY).astype(np.int64))
@@ -201,7 +205,9 @@ def simulate(cfg: GeneratorConfig) -> Iterator[DayData]:
         in_snapshot = np.zeros(catalog.n, dtype=bool)
         in_snapshot[snapshot] = True
 
-        started = simulate_day(rng, users, catalog, snapshot, start, dt_tag)
+        state.start_day(rng, d, day_date, snapshot, new_rows)
+        started = simulate_day(rng, users, catalog, snapshot, state, d, start, dt_tag)
+        state.remember(started.user, started.item, started.event_type, started.ts_ms)
         # Ids are given in generation order, before a session is split at midnight.
         started_records = _records(started, users, user_ids, catalog, dt_tag)
         today = started.ts_ms < start + MS_PER_DAY

@@ -2,6 +2,10 @@
 
 Both outputs are written with `Lake.write_partition` (replace), even when empty, so a
 re-run replaces the previous run's files instead of adding to them.
+
+Real calendars: a day without event files is an ordinary, empty partition (its summary
+says no file landed), never an error; the catalog may land once and each day uses the
+latest snapshot landed on or before it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ class IngestSummary:
     valid_prefix: str
     quarantine_prefix: str
     files: dict[str, int] = field(default_factory=dict)  # prefix -> parquet files written
+    snapshot_day: str | None = None  # catalog: the landed snapshot this day uses
+
+    @property
+    def empty(self) -> bool:
+        """Nothing landed for the day (no file, or files without lines)."""
+        return self.counts["input"] == 0
 
     def to_dict(self) -> dict[str, Any]:
         """Flat: the counts (`input`, `valid`, `quarantined`, `by_reason`) beside the other fields."""
@@ -52,11 +62,18 @@ class IngestSummary:
 
 
 def landing_keys(lake: Lake, landing: str, dt: str) -> list[str]:
-    prefix = day_prefix(landing, dt)
-    keys = [k for k in lake.list_keys(prefix) if k.endswith(LANDING_SUFFIX)]
-    if not keys:
-        raise IngestError(f"no landing data for {dt}: no *{LANDING_SUFFIX} under {lake.uri}/{prefix}")
-    return keys
+    """The day's landed files ([] when none landed)."""
+    return [k for k in lake.list_keys(day_prefix(landing, dt)) if k.endswith(LANDING_SUFFIX)]
+
+
+def has_landed(lake: Lake, landing: str, dt: str) -> bool:
+    return bool(landing_keys(lake, landing, dt))
+
+
+def catalog_snapshot_day(lake: Lake, dt: str) -> str | None:
+    """The latest day on or before `dt` whose catalog snapshot landed, or None."""
+    days = [d for d in lake.list_partitions(LANDING_CATALOG) if d <= dt and has_landed(lake, LANDING_CATALOG, d)]
+    return max(days) if days else None
 
 
 def _lines(lake: Lake, keys: list[str]) -> Iterator[str]:
@@ -78,7 +95,13 @@ def preview_rows(table: pa.Table, n: int = PREVIEW_ROWS) -> list[dict[str, Any]]
 
 
 def _write(
-    lake: Lake, dataset: str, quarantine: str, dt: str, result: ValidationResult, sources: list[str]
+    lake: Lake,
+    dataset: str,
+    quarantine: str,
+    dt: str,
+    result: ValidationResult,
+    sources: list[str],
+    snapshot_day: str | None = None,
 ) -> IngestSummary:
     valid_prefix, q_prefix = day_prefix(dataset, dt), day_prefix(quarantine, dt)
     files = {
@@ -94,15 +117,31 @@ def _write(
         valid_prefix=valid_prefix,
         quarantine_prefix=q_prefix,
         files=files,
+        snapshot_day=snapshot_day,
     )
 
 
 def ingest_catalog_partition(lake: Lake, dt: str) -> IngestSummary:
-    """landing/catalog/dt=D/*.jsonl.gz -> catalog/dt=D + quarantine/catalog/dt=D."""
+    """The latest landed snapshot on or before D -> catalog/dt=D + quarantine/catalog/dt=D.
+
+    A snapshot's rejected rows are quarantined on the day it landed; the days that carry
+    it forward have an empty quarantine, so a bad row is reported once."""
     check_dt(dt)
-    keys = landing_keys(lake, LANDING_CATALOG, dt)
+    snapshot = catalog_snapshot_day(lake, dt)
+    if snapshot is None:
+        raise IngestError(
+            f"no catalog snapshot landed on or before {dt} under {lake.uri}/{LANDING_CATALOG}: "
+            "land one (e.g. `recsys import --items ...`) before ingesting events"
+        )
+    keys = landing_keys(lake, LANDING_CATALOG, snapshot)
     result = validate_catalog(_lines(lake, keys), dt)
-    return _write(lake, CATALOG, QUARANTINE_CATALOG, dt, result, keys)
+    if snapshot != dt:
+        result = ValidationResult(
+            valid=result.valid,
+            quarantine=result.quarantine.slice(0, 0),
+            counts={**result.counts, "quarantined": 0, "by_reason": {}, "carried_from": snapshot},
+        )
+    return _write(lake, CATALOG, QUARANTINE_CATALOG, dt, result, keys, snapshot_day=snapshot)
 
 
 def known_items(lake: Lake, dt: str) -> set[str]:
@@ -124,9 +163,13 @@ def known_items(lake: Lake, dt: str) -> set[str]:
 
 
 def ingest_events_partition(lake: Lake, dt: str) -> IngestSummary:
-    """landing/events/dt=D/*.jsonl.gz (all parts) -> events/dt=D + quarantine/events/dt=D."""
+    """landing/events/dt=D/*.jsonl.gz (all parts) -> events/dt=D + quarantine/events/dt=D.
+
+    No file (or only empty files) for D gives empty partitions, recorded as such."""
     check_dt(dt)
     keys = landing_keys(lake, LANDING_EVENTS, dt)
+    if not keys:
+        return _write(lake, EVENTS, QUARANTINE_EVENTS, dt, validate_events([], dt, set()), keys)
     items = known_items(lake, dt)
     result = validate_events(_lines(lake, keys), dt, items)
     return _write(lake, EVENTS, QUARANTINE_EVENTS, dt, result, keys)

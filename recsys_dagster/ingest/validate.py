@@ -20,11 +20,11 @@ import pyarrow as pa
 from recsys_dagster.contract import (
     CATALOG_FIELDS,
     CATEGORY_SEPARATOR,
-    CONDITIONS,
-    DEVICE_TYPES,
     EVENT_FIELDS,
     EVENT_QUARANTINE_REASONS,
     EVENT_TYPES,
+    LANDING_CONDITIONS,
+    LANDING_DEVICE_TYPES,
 )
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
@@ -99,6 +99,8 @@ CATALOG_REASONS: tuple[str, ...] = (
 # than costing a good event. Likewise the free-text catalog fields may be absent or null.
 EVENT_NULLABLE = frozenset({"session_id"})
 CATALOG_NULLABLE = frozenset({"description", "brand", "image_url"})
+# Present but possibly null: a null price means "unknown" (never read as 0).
+CATALOG_NULL_MEANS_UNKNOWN = frozenset({"price"})
 
 
 class Rejected(Exception):
@@ -153,12 +155,15 @@ def _load_object(line: str) -> dict[str, Any]:
     return obj
 
 
-def _require_fields(obj: dict[str, Any], fields: tuple[str, ...], nullable: frozenset[str]) -> None:
-    """Every required field present and non-null (nullable ones may be absent)."""
+def _require_fields(
+    obj: dict[str, Any], fields: tuple[str, ...], nullable: frozenset[str], null_ok: frozenset[str] = frozenset()
+) -> None:
+    """Every required field present and non-null (nullable ones may be absent, `null_ok`
+    ones must be present and may be null)."""
     missing = [f for f in fields if f not in obj and f not in nullable]
     if missing:
         raise Rejected("missing_field", f"missing required field(s): {', '.join(missing)}")
-    nulls = [f for f in fields if f not in nullable and obj[f] is None]
+    nulls = [f for f in fields if f not in nullable and f not in null_ok and obj[f] is None]
     if nulls:
         raise Rejected("null_field", f"null in required field(s): {', '.join(nulls)}")
 
@@ -232,7 +237,7 @@ def validate_events(lines: Iterable[str], dt: str, known_items: set[str]) -> Val
     """Validate landed event lines for day `dt`; `known_items` are the catalog's item ids."""
     day = check_dt(dt)
     str_fields = tuple(f for f in EVENT_FIELDS if f != "timestamp")
-    event_types, device_types = frozenset(EVENT_TYPES), frozenset(DEVICE_TYPES)
+    event_types, device_types = frozenset(EVENT_TYPES), frozenset(LANDING_DEVICE_TYPES)
     cols: dict[str, list[Any]] = {name: [] for name in EVENTS_SCHEMA.names if name != "dt"}
     seen: dict[str, int] = {}
     quarantine = _Quarantine("event_id", dt)
@@ -251,7 +256,8 @@ def validate_events(lines: Iterable[str], dt: str, known_items: set[str]) -> Val
                 )
             if obj["device_type"] not in device_types:
                 raise Rejected(
-                    "invalid_device_type", f"device_type {obj['device_type']!r} not in {', '.join(DEVICE_TYPES)}"
+                    "invalid_device_type",
+                    f"device_type {obj['device_type']!r} not in {', '.join(LANDING_DEVICE_TYPES)}",
                 )
             ts_raw = obj["timestamp"]
             if not isinstance(ts_raw, str):
@@ -301,7 +307,7 @@ def validate_catalog(lines: Iterable[str], dt: str) -> ValidationResult:
     """Validate the landed catalog snapshot of day `dt`."""
     check_dt(dt)
     str_fields = tuple(f for f in CATALOG_FIELDS if f not in ("price",))
-    conditions = frozenset(CONDITIONS)
+    conditions = frozenset(LANDING_CONDITIONS)
     cols: dict[str, list[Any]] = {name: [] for name in CATALOG_SCHEMA.names if name != "dt"}
     seen: dict[str, int] = {}
     quarantine = _Quarantine("item_id", dt)
@@ -312,16 +318,19 @@ def validate_catalog(lines: Iterable[str], dt: str) -> ValidationResult:
         obj: Any = None
         try:
             obj = _load_object(line)
-            _require_fields(obj, CATALOG_FIELDS, CATALOG_NULLABLE)
+            _require_fields(obj, CATALOG_FIELDS, CATALOG_NULLABLE, CATALOG_NULL_MEANS_UNKNOWN)
             _require_str(obj, str_fields, CATALOG_NULLABLE)
             price = obj["price"]
-            if isinstance(price, bool) or not isinstance(price, (int, float)):
-                raise Rejected("wrong_type", f"price must be a number, got {_json_type(price)} {price!r}")
-            price = float(price)
-            if not math.isfinite(price) or price < 0:
-                raise Rejected("invalid_price", f"price {obj['price']!r} must be a finite number >= 0")
+            if price is not None:
+                if isinstance(price, bool) or not isinstance(price, (int, float)):
+                    raise Rejected("wrong_type", f"price must be a number or null, got {_json_type(price)} {price!r}")
+                price = float(price)
+                if not math.isfinite(price) or price < 0:
+                    raise Rejected("invalid_price", f"price {obj['price']!r} must be a finite number >= 0")
             if obj["condition"] not in conditions:
-                raise Rejected("invalid_condition", f"condition {obj['condition']!r} not in {', '.join(CONDITIONS)}")
+                raise Rejected(
+                    "invalid_condition", f"condition {obj['condition']!r} not in {', '.join(LANDING_CONDITIONS)}"
+                )
             levels = split_category(obj["category_path"])
             created_at = parse_utc(obj["created_at"], "created_at")
             item_id = obj["item_id"]

@@ -16,8 +16,8 @@ import torch
 
 from recsys_dagster.contract import DEVICE_TYPES
 from recsys_dagster.ml.features import ItemFeatures
+from recsys_dagster.ml.model import UNKNOWN_DEVICE, UNKNOWN_HOUR
 
-UNKNOWN_DEVICE = len(DEVICE_TYPES)
 REQUIRED = ("user_id", "item_id", "weight", "timestamp", "device_type", "hour", "history", "negatives")
 
 
@@ -33,8 +33,8 @@ class Examples:
     positive: np.ndarray  # [N]
     negatives: np.ndarray  # [N, K], 0-padded
     weight: np.ndarray  # [N] float32
-    device: np.ndarray  # [N]
-    hour: np.ndarray  # [N]
+    device: np.ndarray  # [N] index in DEVICE_TYPES, UNKNOWN_DEVICE when missing or invalid
+    hour: np.ndarray  # [N] 0..23, UNKNOWN_HOUR when missing or invalid
     user: np.ndarray  # [N] user codes (within this split)
     ts: np.ndarray  # [N] int64 microseconds
 
@@ -82,11 +82,8 @@ def encode_examples(table: pa.Table, features: ItemFeatures, history_len: int) -
     weight = table.column("weight").to_numpy().astype(np.float32)
     if not np.isfinite(weight).all() or (weight < 0).any():
         raise DataError("weights must be finite and >= 0")
-    device = np.asarray(
-        _index_of(table.column("device_type").to_numpy(zero_copy_only=False), DEVICE_TYPES), dtype=np.int64
-    )
-    hour = table.column("hour").to_numpy(zero_copy_only=False)
-    hour = np.clip(np.nan_to_num(hour.astype(float), nan=0), 0, 23).astype(np.int64)
+    device = _device_index(table.column("device_type"))
+    hour = _hour_index(table.column("hour"))
     users = table.column("user_id").to_numpy(zero_copy_only=False)
     _, user_codes = np.unique(users.astype(str), return_inverse=True)
     ts = pc.cast(table.column("timestamp"), pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy()
@@ -102,10 +99,30 @@ def encode_examples(table: pa.Table, features: ItemFeatures, history_len: int) -
     )
 
 
-def _index_of(values: np.ndarray, vocab: tuple[str, ...]) -> np.ndarray:
-    lookup = {v: i for i, v in enumerate(vocab)}
-    uniques, codes = np.unique(values.astype(str), return_inverse=True)
-    return np.array([lookup.get(u, UNKNOWN_DEVICE) for u in uniques], dtype=np.int64)[codes]
+def _device_index(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Index in DEVICE_TYPES; a null or a value outside it is UNKNOWN_DEVICE."""
+    idx = pc.index_in(pc.cast(col, pa.string()), value_set=pa.array(DEVICE_TYPES, pa.string()))
+    return pc.fill_null(idx, UNKNOWN_DEVICE).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _hour_index(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Hours 0..23 as they are; a null, fractional or out-of-range hour is UNKNOWN_HOUR."""
+    h = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    valid = np.isfinite(h) & (h >= 0) & (h <= 23) & (h == np.floor(h))
+    return np.where(valid, np.nan_to_num(h), UNKNOWN_HOUR).astype(np.int64)
+
+
+def drop_context(
+    device: np.ndarray, hour: np.ndarray, p: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Context dropout: each of device and hour independently becomes its unknown index
+    with probability `p` (new arrays; the inputs are not changed)."""
+    if p <= 0:
+        return device, hour
+    n = len(device)
+    device = np.where(rng.random(n) < p, UNKNOWN_DEVICE, device).astype(np.int64)
+    hour = np.where(rng.random(n) < p, UNKNOWN_HOUR, hour).astype(np.int64)
+    return device, hour
 
 
 def iterate_batches(
@@ -114,18 +131,25 @@ def iterate_batches(
     device: torch.device,
     shuffle: bool = True,
     seed: int = 0,
+    context_dropout: float = 0.0,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Yield dicts of tensors on `device`. The permutation comes from `seed` alone, so an
-    epoch is reproducible after a resume without restoring iterator state."""
+    """Yield dicts of tensors on `device`. The permutation and the context dropout (see
+    `drop_context`) come from `seed` alone, so an epoch is reproducible after a resume
+    without restoring iterator state, on any device."""
+    if not 0.0 <= context_dropout <= 1.0:
+        raise ValueError(f"context_dropout must be in [0, 1], got {context_dropout}")
     n = len(ex)
-    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n) if shuffle else np.arange(n)
     pin = device.type == "cuda"
     for lo in range(0, n, batch_size):
         rows = order[lo : lo + batch_size]
+        arrays = {f.name: getattr(ex, f.name)[rows] for f in fields(ex)}
+        arrays["device"], arrays["hour"] = drop_context(arrays["device"], arrays["hour"], context_dropout, rng)
         batch = {}
-        for f in fields(ex):
-            t = torch.from_numpy(np.ascontiguousarray(getattr(ex, f.name)[rows]))
+        for name, a in arrays.items():
+            t = torch.from_numpy(np.ascontiguousarray(a))
             if pin:
                 t = t.pin_memory()
-            batch[f.name] = t.to(device, non_blocking=pin)
+            batch[name] = t.to(device, non_blocking=pin)
         yield batch

@@ -1,50 +1,70 @@
 """Full-ranking offline evaluation on the held-out test window.
 
 Every system is scored on exactly the same users and targets, over the whole active
-catalog (no sampled candidates): the candidate through the serving path (ONNX user tower
+catalog (no sampled candidates), with the same exclusion: everything the user had a
+positive on before the test window (the train and validation splits), not only the
+user's last-L history. Systems: the candidate through the serving path (ONNX user tower
 + the built index) and by exact search (to separate model quality from index loss), the
-current champion through its own bundle, a popularity baseline and a session
-co-occurrence baseline. No torch here: the candidate is read from its bundle files.
+current champion through its own bundle, and the baselines of `ml/baselines.py`
+(popularity, recent popularity, session co-occurrence, item-kNN, EASE), fitted on the
+positives before the test window with their parameters chosen on the validation window.
+No torch here: the candidate is read from its bundle files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys_dagster.ml.baselines import CooccurrenceModel
+from recsys_dagster.ml.baselines import (
+    BASELINES,
+    SCORE_CELLS,
+    BaselineConfig,
+    Interactions,
+    RankingTask,
+    run_baselines,
+)
 from recsys_dagster.ml.metrics import coverage_at_k, per_user_metrics, popularity_bias, rank_topk, summarize
 from recsys_dagster.records import Record
 
 KS = (10, 20, 50)
 DEPTH = max(KS)
-# Metrics shown per system (the per-user vectors keep all of them).
+# Metrics shown per system and per segment (the per-user vectors keep all of them).
 HEADLINE = ("recall@10", "recall@20", "recall@50", "ndcg@10", "mrr", "hit@10")
+# Catalog-level metrics of a system (not defined per user).
+CATALOG_METRICS = ("coverage@10", "popularity_bias@10")
+# Per-user columns of `per_user.parquet`, `<system>.<metric>` for every system.
+PER_USER_METRICS = ("recall@20", "ndcg@10", "mrr")
 USER_BLOCK = 1024
+# What the seen sets and the baselines read from the splits before the test window.
+PRIOR_COLUMNS = ["user_id", "item_id", "timestamp", "session_id"]
 
 
 @dataclass
 class Queries:
-    """One query per test user: the history at the start of the test window, and the
-    distinct active items the user then interacted with (minus what was in the history)."""
+    """One query per user of an evaluated window: the history at its start (the tower's
+    input), everything the user had a positive on before it (`seen`, excluded from every
+    ranking), and the distinct active items the user then touched that are not seen."""
 
     user_ids: list[str]
     histories: list[list[str]]
     devices: list[str | None]
     hours: list[int]
     targets: list[list[str]]
+    seen: list[list[str]]
 
     def __len__(self) -> int:
         return len(self.user_ids)
 
     @property
     def new_user(self) -> np.ndarray:
-        return np.array([len(h) == 0 for h in self.histories])
+        """No positive before the window."""
+        return np.array([len(s) == 0 for s in self.seen], dtype=bool)
 
 
 @dataclass
@@ -54,21 +74,64 @@ class Report:
     systems: dict[str, dict[str, float]]
     segments: dict[str, dict[str, dict[str, float]]]
     per_user: pa.Table
+    validation_users: int
+    baselines: dict[str, dict[str, Any]]
+    topk: dict[str, np.ndarray]  # system -> [n_users, DEPTH] columns of `ranked_ids` (-1 = none)
+    ranked_ids: np.ndarray  # item id of each ranked column (the active items)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n_users": self.n_users, "n_items": self.n_items, "systems": self.systems, "segments": self.segments}
+        return {
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "systems": self.systems,
+            "segments": self.segments,
+            "validation_users": self.validation_users,
+            "baselines": self.baselines,
+        }
 
     def markdown(self) -> str:
-        cols = [*HEADLINE, "coverage@10", "popularity_bias@10"]
-        lines = ["| system | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-        for name, m in self.systems.items():
-            lines.append(f"| {name} | " + " | ".join(f"{m.get(c, float('nan')):.4f}" for c in cols) + " |")
-        if self.segments:
-            lines += ["", "| segment | system | users | recall@20 |", "|---|---|---|---|"]
-            for seg, by_system in self.segments.items():
-                for name, m in by_system.items():
-                    lines.append(f"| {seg} | {name} | {int(m['n_users'])} | {m['recall@20']:.4f} |")
-        return "\n".join(lines)
+        return evaluation_markdown(self.to_dict())
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def evaluation_markdown(evaluation: dict[str, Any]) -> str:
+    """The week's table: every system and metric, what each baseline chose (or why it was
+    skipped), and every metric per segment. From `Report.to_dict()` or a metrics.json."""
+    cols = [*HEADLINE, *CATALOG_METRICS]
+    lines = [
+        f"Test users: {evaluation['n_users']}, active items: {evaluation['n_items']}, "
+        f"validation users: {evaluation['validation_users']}.",
+        "",
+        "| system | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for name, m in evaluation["systems"].items():
+        lines.append(f"| {name} | " + " | ".join(_cell(m.get(c)) for c in cols) + " |")
+    lines += ["", "| baseline | chosen on validation |", "|---|---|"]
+    for name, info in evaluation["baselines"].items():
+        lines.append(f"| {name} | {_baseline_note(info)} |")
+    if evaluation["segments"]:
+        header = "| segment | system | users | " + " | ".join(HEADLINE) + " |"
+        lines += ["", header, "|---|---|---|" + "---|" * len(HEADLINE)]
+        for seg, by_system in evaluation["segments"].items():
+            for name, m in by_system.items():
+                values = " | ".join(_cell(m.get(c)) for c in HEADLINE)
+                lines.append(f"| {seg} | {name} | {int(m['n_users'])} | {values} |")
+    return "\n".join(lines)
+
+
+def _baseline_note(info: dict[str, Any]) -> str:
+    if "skipped" in info:
+        return f"skipped: {info['skipped']}"
+    parts = []
+    for key, value in info.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+        parts.append(f"{key}: {value}")
+    return "; ".join(parts).replace("|", "\\|")
 
 
 @dataclass(frozen=True)
@@ -76,29 +139,60 @@ class EvaluationRecord(Record):
     """`evaluation/week=W/metrics.json`: the week's offline evaluation, as the gate reads it."""
 
     week: str
-    n_users: int
+    n_users: int  # test users (with at least one target): the gate's evidence
     n_items: int
     systems: dict[str, dict[str, float]]  # system -> metric -> value
     segments: dict[str, dict[str, dict[str, float]]]  # segment -> system -> metric -> value
+    validation_users: int  # the users the baselines' parameters were chosen on
+    baselines: dict[str, dict[str, Any]]  # baseline -> what it chose, or {"skipped": reason}
     champion_version: str | None  # the promoted version it was compared with
     mlflow_run_id: str
     mlflow_model_version: str
     training_window: dict[str, Any]  # {"window": [first, last], "splits": {split: [first, last]}}
 
+    def gated_baselines(self) -> list[str]:
+        """The baselines that ran (skipped ones excluded); each must be among `systems`."""
+        names = [name for name, info in self.baselines.items() if "skipped" not in info]
+        missing = [name for name in names if name not in self.systems]
+        if missing:
+            raise ValueError(f"metrics.json lists baselines {missing} that have no metrics")
+        return names
 
-def build_queries(test: pa.Table, active_item_ids: set[str]) -> Queries:
-    """Group test rows by user. The history of a user's earliest test row is everything the
-    user did before the test window (histories are strictly before their row)."""
-    if test.num_rows == 0:
-        raise ValueError("the test split is empty: nothing to evaluate on")
-    order = pc.sort_indices(test, sort_keys=[("user_id", "ascending"), ("timestamp", "ascending")])
-    t = test.take(order)
+    def strongest_baseline(self) -> tuple[str, float]:
+        """The gated baseline with the highest test recall@20 (the first of equals)."""
+        names = self.gated_baselines()
+        if not names:
+            raise ValueError("the evaluation ran no baseline")
+        best = max(names, key=lambda n: self.systems[n]["recall@20"])
+        return best, float(self.systems[best]["recall@20"])
+
+    def markdown(self) -> str:
+        return evaluation_markdown(self.to_dict())
+
+
+def seen_items(prior: pa.Table) -> dict[str, list[str]]:
+    """user -> the distinct items of the user's positives in `prior`."""
+    if prior.num_rows == 0:
+        return {}
+    grouped = prior.select(["user_id", "item_id"]).group_by("user_id").aggregate([("item_id", "distinct")])
+    return dict(zip(grouped.column("user_id").to_pylist(), grouped.column("item_id_distinct").to_pylist()))
+
+
+def build_queries(rows: pa.Table, active_item_ids: set[str], prior: pa.Table, split: str = "test") -> Queries:
+    """Group a window's rows by user. The history of a user's earliest row is what the user
+    did before the window (histories are strictly before their row); `prior` holds every
+    positive before the window, whose items (and the history's) are the user's seen set."""
+    if rows.num_rows == 0:
+        raise ValueError(f"the {split} split is empty: nothing to evaluate on")
+    seen_of = seen_items(prior)
+    order = pc.sort_indices(rows, sort_keys=[("user_id", "ascending"), ("timestamp", "ascending")])
+    t = rows.select(["user_id", "item_id", "history", "device_type", "hour"]).take(order)
     users = t.column("user_id").to_pylist()
     items = t.column("item_id").to_pylist()
     hist = t.column("history").to_pylist()
     devices = t.column("device_type").to_pylist()
     hours = t.column("hour").to_pylist()
-    q = Queries([], [], [], [], [])
+    q = Queries([], [], [], [], [], [])
     i = 0
     n = len(users)
     while i < n:
@@ -106,17 +200,19 @@ def build_queries(test: pa.Table, active_item_ids: set[str]) -> Queries:
         while j < n and users[j] == users[i]:
             j += 1
         history = list(hist[i] or [])
-        seen = set(history)
-        targets = list(dict.fromkeys(x for x in items[i:j] if x in active_item_ids and x not in seen))
+        seen = list(dict.fromkeys([*(seen_of.get(users[i]) or []), *history]))
+        seen_set = set(seen)
+        targets = list(dict.fromkeys(x for x in items[i:j] if x in active_item_ids and x not in seen_set))
         if targets:
             q.user_ids.append(users[i])
             q.histories.append(history)
             q.devices.append(devices[i])
             q.hours.append(int(hours[i]))
             q.targets.append(targets)
+            q.seen.append(seen)
         i = j
     if not q.user_ids:
-        raise ValueError("no test user has a target among the active items")
+        raise ValueError(f"no {split} user has a target among the active items they had not seen before")
     return q
 
 
@@ -145,142 +241,195 @@ def _topk_from_ids(ranked: list[list[str]], universe: Universe, seen: list[np.nd
     return out
 
 
-def _index_path(engine, queries: Queries, seen: list[np.ndarray], universe: Universe) -> np.ndarray:
-    """The serving path: ONNX user tower, FAISS candidates, seen items removed; a user with
-    no usable history gets the bundle's popularity ranking, as serving answers them."""
-    vecs, _ = engine.user_vectors(queries.histories, queries.devices, queries.hours)
-    depth = DEPTH + max((len(h) for h in queries.histories), default=0) + 10
-    _, rows = engine.search(vecs, depth)
-    ids = engine.catalog.item_id
-    popular = [ids[r] for r in engine.catalog.popular_rows[:depth]]
-    ranked = [
-        [ids[r] for r in row if r >= 0] if _has_known(engine, h) else popular for row, h in zip(rows, queries.histories)
-    ]
-    return _topk_from_ids(ranked, universe, seen)
-
-
 def _has_known(engine, history: list[str]) -> bool:
     return any(x in engine.catalog.row_of for x in history)
 
 
-def _blockwise(score_block: Callable[[slice], np.ndarray], n_users: int, seen: list[np.ndarray]) -> np.ndarray:
-    out = []
-    for start in range(0, n_users, USER_BLOCK):
-        sl = slice(start, min(n_users, start + USER_BLOCK))
-        out.append(rank_topk(score_block(sl), DEPTH, exclude=seen[sl]))
-    return np.vstack(out)
+def _user_blocks(n_users: int, width: int) -> list[slice]:
+    block = max(1, min(USER_BLOCK, SCORE_CELLS // max(1, width)))
+    return [slice(s, min(n_users, s + block)) for s in range(0, n_users, block)]
+
+
+def _engine_topk(
+    engine, queries: Queries, seen: list[np.ndarray], universe: Universe, *, exact: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The serving path (ONNX user tower, FAISS candidates deep enough to survive the seen
+    items), and with `exact` the same vectors against every active item. A user with no
+    known history item gets the bundle's popularity ranking, as serving answers them."""
+    n = len(queries)
+    index_top = np.full((n, DEPTH), -1, dtype=np.int64)
+    exact_top = np.full((n, DEPTH), -1, dtype=np.int64) if exact else None
+    ids = engine.catalog.item_id
+    active_emb = engine.embeddings[universe.rows] if exact else None
+    for sl in _user_blocks(n, universe.n):
+        histories = queries.histories[sl]
+        vecs, _ = engine.user_vectors(histories, queries.devices[sl], queries.hours[sl])
+        depth = DEPTH + max((len(s) for s in seen[sl]), default=0) + 10
+        _, rows = engine.search(vecs, depth)
+        popular = [ids[r] for r in engine.catalog.popular_rows[:depth]]
+        cold = np.array([not _has_known(engine, h) for h in histories], dtype=bool)
+        ranked = [popular if c else [ids[r] for r in row if r >= 0] for row, c in zip(rows, cold)]
+        index_top[sl] = _topk_from_ids(ranked, universe, seen[sl])
+        if exact_top is not None:
+            block = rank_topk(vecs @ active_emb.T, DEPTH, exclude=seen[sl])
+            block[cold] = index_top[sl][cold]  # same popularity fallback as serving
+            exact_top[sl] = block
+    return index_top, exact_top
+
+
+def _summary(top: np.ndarray, targets: list[np.ndarray]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    per_user = per_user_metrics(top, targets, ks=KS)
+    return summarize(per_user), per_user
 
 
 def _system_metrics(topk: np.ndarray, targets: list[np.ndarray], universe: Universe) -> tuple[dict, dict]:
-    per_user = per_user_metrics(topk, targets, ks=KS)
-    summary = summarize(per_user)
+    summary, per_user = _summary(topk, targets)
     summary["coverage@10"] = coverage_at_k(topk, universe.n, k=10)
     summary["popularity_bias@10"] = popularity_bias(topk[:, :10], universe.popularity)
     return summary, per_user
 
 
+def _index_of(values: pa.ChunkedArray, vocabulary: pa.Array, what: str) -> np.ndarray:
+    idx = pc.index_in(values, value_set=vocabulary)
+    if idx.null_count or values.null_count:
+        raise ValueError(f"{max(idx.null_count, values.null_count)} {what} are null or unknown")
+    return np.asarray(idx.to_numpy(), dtype=np.int64)
+
+
+def interactions_from(prior: pa.Table, users: pa.Array, item_ids: pa.Array) -> Interactions:
+    """Positives (`PRIOR_COLUMNS`) as index arrays: users as rows of `users`, items as rows
+    of `item_ids` (the candidate's items table), sessions numbered."""
+    sessions = prior.column("session_id")
+    return Interactions(
+        user=_index_of(prior.column("user_id"), users, "positive users"),
+        item=_index_of(prior.column("item_id"), item_ids, "positive items (missing from the items table)"),
+        time=np.asarray(pc.cast(prior.column("timestamp"), pa.int64()).to_numpy(), dtype=np.int64),
+        session=_index_of(sessions, pc.unique(sessions), "positive session ids"),
+        n_users=len(users),
+        n_items=len(item_ids),
+    )
+
+
+def _micros(t: datetime) -> int:
+    if t.tzinfo is None:
+        raise ValueError(f"window starts must be timezone-aware, got {t}")
+    return int(round(t.timestamp() * 1_000_000))
+
+
 def evaluate(
     candidate,
-    queries: Queries,
     *,
-    train_sessions: list[list[str]],
+    train: pa.Table,
+    validation: pa.Table,
+    test: pa.Table,
     items: pa.Table,
+    validation_start: datetime,
+    test_start: datetime,
     champion=None,
+    cfg: BaselineConfig | None = None,
 ) -> Report:
-    """Score candidate (index + exact), champion, popularity and co-occurrence on `queries`.
+    """Score candidate (index + exact), champion and the baselines on the test users.
 
-    `candidate` and `champion` are serving Engines; `items` is the candidate's items
-    table, whose `train_count` (train split only: nothing from the test window) is the
-    popularity signal.
+    `candidate` and `champion` are serving Engines; `train`, `validation`, `test` the
+    week's splits (CONTRACTS `training`); `items` the candidate's items table, whose
+    `train_count` (train split only) sorts items into cold and warm and measures
+    popularity bias. The baselines fit on the train and validation positives (every
+    positive before `test_start`), choosing their parameters on the validation window
+    (starting at `validation_start`) from the train positives only.
     """
+    cfg = cfg or BaselineConfig()
     item_ids = np.asarray(candidate.catalog.item_id, dtype=object)
     if items.column("item_id").to_pylist() != item_ids.tolist():
         raise ValueError("items table and candidate bundle disagree on item rows")
     popularity = np.nan_to_num(items.column("train_count").to_numpy(zero_copy_only=False).astype(np.float64))
     universe = Universe(item_ids, np.asarray(candidate.catalog.active, dtype=bool), popularity)
-    n = len(queries)
-    seen = [universe.cols(h) for h in queries.histories]
-    targets = [universe.cols(t) for t in queries.targets]
+    active = set(universe.ids.tolist())
+    before_validation = train.select(PRIOR_COLUMNS)
+    before_test = pa.concat_tables([before_validation, validation.select(PRIOR_COLUMNS)])
+    queries = build_queries(test, active, before_test, split="test")
+    val_queries = build_queries(validation, active, before_validation, split="validation")
+
+    users = pc.unique(pa.chunked_array([*before_test.column("user_id").chunks, *test.column("user_id").chunks]))
+    row_of_user = {u: r for r, u in enumerate(users.to_pylist())}
+    item_vocab = pa.array(item_ids.tolist(), pa.string())
+
+    def task(q: Queries) -> RankingTask:
+        return RankingTask(
+            users=np.array([row_of_user[u] for u in q.user_ids], dtype=np.int64),
+            columns=universe.rows.astype(np.int64),
+            seen=[universe.cols(s) for s in q.seen],
+            targets=[universe.cols(t) for t in q.targets],
+            n_items=len(item_ids),
+        )
+
+    test_task = task(queries)
+    seen, targets = test_task.seen, test_task.targets
+    baselines = run_baselines(
+        interactions_from(before_test, users, item_vocab),
+        validation_start_us=_micros(validation_start),
+        test_start_us=_micros(test_start),
+        validation=task(val_queries),
+        test=test_task,
+        k=DEPTH,
+        cfg=cfg,
+    )
 
     tops: dict[str, np.ndarray] = {}
-    tops["candidate"] = _index_path(candidate, queries, seen, universe)
-    vecs, _ = candidate.user_vectors(queries.histories, queries.devices, queries.hours)
-    active_emb = candidate.embeddings[universe.rows]
-    exact = _blockwise(lambda sl: vecs[sl] @ active_emb.T, n, seen)
-    cold_start = np.array([not _has_known(candidate, h) for h in queries.histories])
-    exact[cold_start] = tops["candidate"][cold_start]  # same popularity fallback as serving
-    tops["candidate_exact"] = exact
+    tops["candidate"], tops["candidate_exact"] = _engine_topk(candidate, queries, seen, universe, exact=True)
     if champion is not None:
-        tops["champion"] = _index_path(champion, queries, seen, universe)
-    pop = universe.popularity
-    tops["popularity"] = _blockwise(lambda sl: np.broadcast_to(pop, (sl.stop - sl.start, universe.n)).copy(), n, seen)
-
-    all_col = {x: i for i, x in enumerate(item_ids.tolist())}
-    cooc = CooccurrenceModel().fit(
-        [[all_col[x] for x in s if x in all_col] for s in train_sessions], n_items=len(item_ids), window=20
-    )
-    hist_rows = [np.array([all_col[x] for x in h if x in all_col], dtype=np.int64) for h in queries.histories]
-    tops["cooccurrence"] = _blockwise(lambda sl: cooc.score(hist_rows[sl])[:, universe.rows], n, seen)
+        tops["champion"], _ = _engine_topk(champion, queries, seen, universe, exact=False)
+    for name in BASELINES:
+        if name in baselines.tops:
+            tops[name] = baselines.tops[name]
 
     systems: dict[str, dict[str, float]] = {}
     vectors: dict[str, dict[str, np.ndarray]] = {}
     for name, top in tops.items():
         systems[name], vectors[name] = _system_metrics(top, targets, universe)
 
-    segments = _segments(tops, targets, queries, universe)
     columns: dict[str, Any] = {
         "user_id": queries.user_ids,
         "new_user": queries.new_user,
         "n_targets": [len(t) for t in targets],
+        "n_seen": [len(s) for s in queries.seen],
     }
     for name, v in vectors.items():
-        for metric in ("recall@20", "ndcg@10", "mrr"):
+        for metric in PER_USER_METRICS:
             columns[f"{name}.{metric}"] = v[metric]
     return Report(
-        n_users=n,
+        n_users=len(queries),
         n_items=universe.n,
         systems=systems,
-        segments=segments,
+        segments=_segments(tops, targets, queries.new_user, universe.popularity == 0),
         per_user=pa.table(columns),
+        validation_users=len(val_queries),
+        baselines=baselines.info,
+        topk=tops,
+        ranked_ids=universe.ids,
     )
 
 
-def _segments(tops: dict[str, np.ndarray], targets: list[np.ndarray], queries: Queries, universe: Universe) -> dict:
-    """recall@20 for new vs returning users, and over cold vs warm target items."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    new = queries.new_user
-    for seg, mask in (("new_users", new), ("returning_users", ~new)):
-        idx = np.flatnonzero(mask)
-        if len(idx) == 0:
-            continue
-        out[seg] = {
-            name: {
-                "n_users": float(len(idx)),
-                "recall@20": float(per_user_metrics(top[idx], [targets[i] for i in idx], ks=(20,))["recall@20"].mean()),
-            }
-            for name, top in tops.items()
-        }
-    cold_items = universe.popularity == 0
-    for seg, want_cold in (("cold_items", True), ("warm_items", False)):
-        sub = [t[cold_items[t] == want_cold] for t in targets]
-        idx = np.array([i for i, t in enumerate(sub) if len(t)], dtype=np.int64)
-        if len(idx) == 0:
-            continue
-        out[seg] = {
-            name: {
-                "n_users": float(len(idx)),
-                "recall@20": float(per_user_metrics(top[idx], [sub[i] for i in idx], ks=(20,))["recall@20"].mean()),
-            }
-            for name, top in tops.items()
-        }
+def _segment(tops: dict[str, np.ndarray], idx: np.ndarray, targets: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, top in tops.items():
+        summary, _ = _summary(top[idx], targets)
+        out[name] = {"n_users": float(len(idx)), **{m: summary[m] for m in HEADLINE}}
     return out
 
 
-def train_sessions_from(train: pa.Table) -> list[list[str]]:
-    """Item lists per session of the train split, in time order (for co-occurrence)."""
-    order = pc.sort_indices(train, sort_keys=[("session_id", "ascending"), ("timestamp", "ascending")])
-    t = train.select(["session_id", "item_id"]).take(order)
-    sessions: dict[str, list[str]] = {}
-    for s, i in zip(t.column("session_id").to_pylist(), t.column("item_id").to_pylist()):
-        sessions.setdefault(s, []).append(i)
-    return list(sessions.values())
+def _segments(
+    tops: dict[str, np.ndarray], targets: list[np.ndarray], new_user: np.ndarray, cold_items: np.ndarray
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Every headline metric for new vs returning users, and over cold vs warm target
+    items (no train positive vs some)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for seg, mask in (("new_users", new_user), ("returning_users", ~new_user)):
+        idx = np.flatnonzero(mask)
+        if len(idx):
+            out[seg] = _segment(tops, idx, [targets[i] for i in idx])
+    for seg, want_cold in (("cold_items", True), ("warm_items", False)):
+        sub = [t[cold_items[t] == want_cold] for t in targets]
+        idx = np.array([i for i, t in enumerate(sub) if len(t)], dtype=np.int64)
+        if len(idx):
+            out[seg] = _segment(tops, idx, [sub[i] for i in idx])
+    return out

@@ -1,5 +1,6 @@
 """ONNX export of the user tower (CONTRACTS `artifacts`: inputs history_emb, history_mask,
-device, hour; output user_vec; batch and history length dynamic)."""
+device (unknown = 3), hour (0..23, unknown = 24); output user_vec; batch and history
+length dynamic)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recsys_dagster.ml.model import N_DEVICES, N_HOURS, TwoTower
+from recsys_dagster.ml.model import N_DEVICES, N_HOURS, UNKNOWN_DEVICE, UNKNOWN_HOUR, TwoTower
 
 INPUT_NAMES = ("history_emb", "history_mask", "device", "hour")
 OUTPUT_NAME = "user_vec"
@@ -24,7 +25,7 @@ class OnnxParityError(AssertionError):
 
 
 def example_inputs(dim: int, batch: int = 2, length: int = 5, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Random contract-shaped inputs, with one fully padded (empty-history) row."""
+    """Random contract-shaped inputs; row 0 has an empty history and unknown device and hour."""
     g = torch.Generator().manual_seed(seed)
     emb = torch.nn.functional.normalize(torch.randn(batch, length, dim, generator=g), dim=-1)
     lengths = torch.randint(0, length + 1, (batch,), generator=g)
@@ -33,6 +34,7 @@ def example_inputs(dim: int, batch: int = 2, length: int = 5, seed: int = 0) -> 
     emb = emb * mask[..., None]
     device = torch.randint(0, N_DEVICES, (batch,), generator=g)
     hour = torch.randint(0, N_HOURS, (batch,), generator=g)
+    device[0], hour[0] = UNKNOWN_DEVICE, UNKNOWN_HOUR
     return emb, mask, device, hour
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from recsys_dagster.contract import CATEGORY_SEPARATOR
+from recsys_dagster.contract import CATEGORY_SEPARATOR, UNKNOWN
 
 FEATURES_FORMAT = 1
 _TOKEN_RE = re.compile(r"[^\W_]+", re.UNICODE)
@@ -67,12 +67,19 @@ def _strings(items: pa.Table, name: str) -> np.ndarray:
     return s.to_numpy(dtype=object)
 
 
+def _categories(items: pa.Table, name: str) -> np.ndarray:
+    """A categorical column: null, '' and the explicit `unknown` all map to index 0."""
+    values = _strings(items, name)
+    values[values == UNKNOWN] = ""
+    return values
+
+
 def _category_levels(items: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(l1, 'l1>l2', full path) from category_l1/l2 when present, else split category_path."""
-    path = _strings(items, "category_path")
+    path = _categories(items, "category_path")
     if "category_l1" in items.column_names and "category_l2" in items.column_names:
-        l1 = _strings(items, "category_l1")
-        l2 = _strings(items, "category_l2")
+        l1 = _categories(items, "category_l1")
+        l2 = _categories(items, "category_l2")
     else:
         parts = pd.Series(path).str.split(CATEGORY_SEPARATOR.strip(), regex=False)
         l1 = parts.str[0].fillna("").str.strip().to_numpy(dtype=object)
@@ -136,9 +143,9 @@ class ItemFeatures:
             "l1": l1,
             "l2": l12,
             "path": path,
-            "brand": _strings(items, "brand"),
-            "condition": _strings(items, "condition"),
-            "city": _strings(items, "location"),
+            "brand": _categories(items, "brand"),
+            "condition": _categories(items, "condition"),
+            "city": _categories(items, "location"),
         }
         price = _prices(items)
         finite = price[np.isfinite(price)]
@@ -192,10 +199,10 @@ class ItemFeatures:
             l1=_lookup(self.vocabs["l1"], l1),
             l2=_lookup(self.vocabs["l2"], l12),
             path=_lookup(self.vocabs["path"], path),
-            brand=_lookup(self.vocabs["brand"], _strings(items, "brand")),
+            brand=_lookup(self.vocabs["brand"], _categories(items, "brand")),
             price=price_idx,
-            condition=_lookup(self.vocabs["condition"], _strings(items, "condition")),
-            city=_lookup(self.vocabs["city"], _strings(items, "location")),
+            condition=_lookup(self.vocabs["condition"], _categories(items, "condition")),
+            city=_lookup(self.vocabs["city"], _categories(items, "location")),
         )
 
     def to_json(self) -> str:

@@ -46,9 +46,19 @@ def rank_topk(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None =
     kk = min(k, n_cols)
     if kk < n_cols:
         part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+        part_scores = np.take_along_axis(s, part, axis=1)
+        # argpartition keeps an arbitrary subset of the items tied at the k-th score; rows
+        # where such a tie spills past k are re-ranked in full so lower columns win.
+        boundary = part_scores.min(axis=1, keepdims=True)
+        spill = (s == boundary).sum(axis=1) > (part_scores == boundary).sum(axis=1)
+        fix = np.flatnonzero(spill & np.isfinite(boundary[:, 0]))
+        if len(fix):
+            cols = np.broadcast_to(np.arange(n_cols), (len(fix), n_cols))
+            part[fix] = np.lexsort((cols, -s[fix]), axis=1)[:, :kk]
+            part_scores[fix] = np.take_along_axis(s[fix], part[fix], axis=1)
     else:
         part = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
-    part_scores = np.take_along_axis(s, part, axis=1)
+        part_scores = np.take_along_axis(s, part, axis=1)
     # lexsort: last key is primary -> by score descending, then column ascending.
     order = np.lexsort((part, -part_scores), axis=1)
     top = np.take_along_axis(part, order, axis=1).astype(np.int64)

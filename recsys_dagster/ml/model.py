@@ -3,6 +3,8 @@ vectors of a history plus context (device, hour).
 
 The user tower takes item *vectors*, not ids, so serving can feed it any item (including
 one created after training) from `item_embeddings.npy`; it is exported to ONNX alone.
+Device and hour each have an "unknown" row (`UNKNOWN_DEVICE`, `UNKNOWN_HOUR`), trained by
+the context dropout of `ml/train.py`, which serving uses when a request omits them.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from torch import nn
 
 from recsys_dagster.contract import DEVICE_TYPES
 
-N_DEVICES = len(DEVICE_TYPES) + 1  # index len(DEVICE_TYPES) = unknown (contract: 3)
-N_HOURS = 24
+UNKNOWN_DEVICE = len(DEVICE_TYPES)  # contract: 3
+UNKNOWN_HOUR = 24  # hours 0..23 UTC, 24 = unknown
+N_DEVICES = UNKNOWN_DEVICE + 1
+N_HOURS = UNKNOWN_HOUR + 1
 ITEM_FEATURES = ("ids", "tokens", "l1", "l2", "path", "brand", "price", "condition", "city")
 
 

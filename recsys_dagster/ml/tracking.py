@@ -217,3 +217,12 @@ def move_champion_alias(store: TrackingStore, model_version: str | None) -> str 
         return None
     set_champion_alias(store, model_version)
     return f"{store.model_name} v{model_version}"
+
+
+def log_text(store: TrackingStore, run_id: str, text: str, artifact_file: str) -> None:
+    """A text artifact (e.g. the week's evaluation table, `evaluation/week=W.md`) on a run
+    that has ended."""
+    from mlflow import MlflowClient
+
+    _mlflow(store)
+    MlflowClient().log_text(run_id, text, artifact_file)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from recsys_dagster.ml.data import DataError, Examples, encode_examples, iterate_batches
 from recsys_dagster.ml.features import ItemFeatures
-from recsys_dagster.ml.model import ITEM_FEATURES, TwoTower, build_model
+from recsys_dagster.ml.model import ITEM_FEATURES, UNKNOWN_DEVICE, UNKNOWN_HOUR, TwoTower, build_model
 from recsys_dagster.settings import documented
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ _RESUME_KEYS = (
     "weight_decay",
     "temperature",
     "id_dropout",
+    "context_dropout",
     "history_len",
     "seed",
     "title_buckets",
@@ -55,6 +56,11 @@ class TrainConfig:
     weight_decay: float = documented(1e-6, "AdamW weight decay.")
     temperature: float = documented(0.05, "Softmax temperature of the dot-product logits.")
     id_dropout: float = documented(0.3, "Share of item ids dropped in training, so content alone must carry items.")
+    context_dropout: float = documented(
+        0.25,
+        "Probability that a training example's device, and independently its hour, is replaced by the "
+        "'unknown' index, so a request without device or hour gets a trained context.",
+    )
     history_len: int = documented(20, "Most recent history items the user tower reads.")
     patience: int = documented(2, "Epochs without validation Recall@20 gain before stopping.")
     seed: int = documented(42, "Seed of initialisation, shuffling and dropout.")
@@ -66,6 +72,10 @@ class TrainConfig:
     # otherwise sums in thread order, and two runs with one seed drift by ~1e-7.
     deterministic: bool = documented(True, "Deterministic kernels, so one seed gives one model.")
     resume: bool = documented(True, "Resume from the run's last checkpoint when one matches this config.")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.context_dropout <= 1.0:
+            raise ValueError(f"context_dropout must be in [0, 1], got {self.context_dropout}")
 
 
 @dataclass
@@ -213,7 +223,11 @@ class Evaluator:
         return ranking_metrics(codes, self.codes, self.n_targets)
 
     @torch.no_grad()
-    def model_metrics(self, model: TwoTower, table: dict[str, torch.Tensor], chunk: int = 2048) -> dict[str, float]:
+    def model_metrics(
+        self, model: TwoTower, table: dict[str, torch.Tensor], chunk: int = 2048, unknown_context: bool = False
+    ) -> dict[str, float]:
+        """Recall/NDCG@20 of `model`; `unknown_context` scores every user with the unknown
+        device and hour (a request that gives neither)."""
         k = min(K_EVAL, len(self.cand))
         if self.n_users == 0 or k == 0:
             return self._metrics(np.zeros((0, K_EVAL), np.int64))
@@ -226,11 +240,14 @@ class Evaluator:
         for lo in range(0, self.n_users, chunk):
             r = self.rows[lo : lo + chunk]
             hist = torch.from_numpy(self.val.history[r]).to(dev)
+            device, hour = self.val.device[r], self.val.hour[r]
+            if unknown_context:
+                device, hour = np.full_like(device, UNKNOWN_DEVICE), np.full_like(hour, UNKNOWN_HOUR)
             u = model.user_tower(
                 vecs[hist],
                 (hist > 0).float(),
-                torch.from_numpy(self.val.device[r]).to(dev),
-                torch.from_numpy(self.val.hour[r]).to(dev),
+                torch.from_numpy(device).to(dev),
+                torch.from_numpy(hour).to(dev),
             ).float()
             tops.append(torch.topk(u @ cand.T, k, dim=1).indices.cpu().numpy())
         model.train(was)
@@ -387,7 +404,14 @@ def _run_epoch(model: TwoTower, opt, inp: _Inputs, cfg: TrainConfig, epoch: int,
     model.train()
     use_amp = cfg.amp and inp.device.type == "cuda"
     t0, data_s, losses, weights = time.perf_counter(), 0.0, 0.0, 0
-    it = iterate_batches(inp.train, cfg.batch_size, inp.device, shuffle=True, seed=cfg.seed * 1000 + epoch)
+    it = iterate_batches(
+        inp.train,
+        cfg.batch_size,
+        inp.device,
+        shuffle=True,
+        seed=cfg.seed * 1000 + epoch,
+        context_dropout=cfg.context_dropout,
+    )
     while True:
         td = time.perf_counter()
         b = next(it, None)
@@ -433,10 +457,12 @@ def _advance(state: TrainState, row: dict, model: TwoTower, patience: int, epoch
 
 def _final_metrics(model: TwoTower, inp: _Inputs, state: TrainState) -> dict:
     m = inp.evaluator.model_metrics(model, inp.table)
+    no_context = inp.evaluator.model_metrics(model, inp.table, unknown_context=True)
     pop = inp.evaluator.popularity_metrics()
     return {
         "val_recall@20": m[f"recall@{K_EVAL}"],
         "val_ndcg@20": m[f"ndcg@{K_EVAL}"],
+        "val_recall@20_unknown_context": no_context[f"recall@{K_EVAL}"],
         "val_recall@20_popularity": pop[f"recall@{K_EVAL}"],
         "val_ndcg@20_popularity": pop[f"ndcg@{K_EVAL}"],
         "val_users": inp.evaluator.n_users,

@@ -5,12 +5,16 @@ Row order is the embedding row order and the FAISS id space (CONTRACTS.md).
 
 from __future__ import annotations
 
+import bisect
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recsys_dagster.contract import CATEGORY_SEPARATOR
@@ -127,3 +131,98 @@ def load_catalog(items_path: Path, popular_path: Path) -> Catalog:
         popular_scores=np.array(pop_scores, dtype=np.float64),
         popularity_norm=logp / top if top > 0 else logp,
     )
+
+
+class _SortedKeys:
+    """A sorted Arrow string array as a sequence of str, for `bisect` (no Python copy)."""
+
+    def __init__(self, keys: pa.StringArray | pa.LargeStringArray):
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> str:
+        return self.keys[i].as_py()
+
+
+@dataclass(frozen=True)
+class SeenSets:
+    """Per known user, the item rows serving never recommends again (`user_seen.parquet`).
+
+    Compact for millions of users: one int32 array of item rows for everyone, in file order
+    (ids not in the catalog dropped at load), and per user, in user-id order, where their
+    rows start and how many there are; user ids stay one sorted Arrow string array, looked
+    up by binary search. No Python object per user or per item.
+    """
+
+    users: pa.Array  # sorted, distinct user ids
+    starts: np.ndarray  # int64 [n_users]: first row of user i in `rows`
+    lengths: np.ndarray  # int64 [n_users]
+    rows: np.ndarray  # int32 item rows, each user's most recent first
+
+    BATCH_USERS = 32_768  # users read per Parquet batch: bounds the memory a load needs
+
+    @classmethod
+    def empty(cls) -> SeenSets:
+        return cls(pa.array([], pa.string()), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32))
+
+    @classmethod
+    def from_table(cls, table: pa.Table, catalog_ids: np.ndarray) -> SeenSets:
+        """`table`: user_id str, seen list<str> (CONTRACTS `user_seen`)."""
+        return cls.from_batches(table.to_batches(max_chunksize=cls.BATCH_USERS), catalog_ids)
+
+    @classmethod
+    def from_batches(cls, batches: Iterable[pa.RecordBatch], catalog_ids: np.ndarray) -> SeenSets:
+        catalog = pa.array(catalog_ids, pa.string())
+        users: list[pa.Array] = [pa.array([], pa.string())]
+        counts: list[np.ndarray] = [np.zeros(0, np.int64)]
+        rows: list[np.ndarray] = [np.zeros(0, np.int32)]
+        for batch in batches:
+            missing = [c for c in ("user_id", "seen") if c not in batch.schema.names]
+            if missing:
+                raise CatalogError(f"user_seen.parquet lacks columns {missing}")
+            valid = pc.is_valid(batch.column("user_id"))
+            if pc.any(pc.invert(valid)).as_py():
+                batch = batch.filter(valid)
+            seen = batch.column("seen")
+            lengths = pc.fill_null(pc.list_value_length(seen), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+            found = pc.index_in(pc.list_flatten(seen).cast(pa.string()), value_set=catalog)
+            r = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+            known = r >= 0
+            owner = np.repeat(np.arange(batch.num_rows, dtype=np.int64), lengths)
+            counts.append(np.bincount(owner[known], minlength=batch.num_rows).astype(np.int64))
+            rows.append(r[known].astype(np.int32))
+            users.append(batch.column("user_id").cast(pa.string()))
+        all_users = pa.concat_arrays(users)
+        n = np.concatenate(counts)
+        first = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64)
+        order = pc.sort_indices(all_users).to_numpy(zero_copy_only=False)
+        sorted_users = all_users.take(pa.array(order))
+        if len(sorted_users) > 1 and pc.any(pc.equal(sorted_users[1:], sorted_users[:-1])).as_py():
+            raise CatalogError("user_seen.parquet has more than one row for a user")
+        return cls(sorted_users, first[order], n[order], np.concatenate(rows))
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    def rows_for(self, user_id: str) -> np.ndarray:
+        """The user's seen item rows (int32, most recent first); empty for an unknown user."""
+        i = bisect.bisect_left(_SortedKeys(self.users), user_id)
+        if i < len(self.users) and self.users[i].as_py() == user_id:
+            return self.rows[self.starts[i] : self.starts[i] + self.lengths[i]]
+        return self.rows[:0]
+
+
+def load_seen(path: Path, catalog: Catalog) -> SeenSets:
+    """Seen-sets of a bundle, read batch by batch; a bundle written before
+    `user_seen.parquet` existed has none."""
+    if not path.is_file():
+        return SeenSets.empty()
+    file = pq.ParquetFile(path)
+    missing = [c for c in ("user_id", "seen") if c not in file.schema_arrow.names]
+    if missing:
+        raise CatalogError(f"{path.name} lacks columns {missing}")
+    batches = file.iter_batches(batch_size=SeenSets.BATCH_USERS, columns=["user_id", "seen"])
+    return SeenSets.from_batches(batches, catalog.item_id)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +16,17 @@ import numpy as np
 import onnxruntime as ort
 import pyarrow.parquet as pq
 
-from recsys_dagster.bundle.format import BUNDLE_FILES, MANIFEST, BundleError
+from recsys_dagster.bundle.format import MANIFEST, REQUIRED_FILES, BundleError
 from recsys_dagster.contract import DEVICE_TYPES
-from recsys_dagster.serving.catalog import Catalog, load_catalog
+from recsys_dagster.serving.catalog import Catalog, SeenSets, load_catalog, load_seen
 from recsys_dagster.serving.rerank import Filters, apply_popularity_penalty, diversify, keep_mask, leaf_counts
 
 DEFAULT_HISTORY_LEN = 20
 DEFAULT_CANDIDATES = 500
-UNKNOWN_DEVICE = len(DEVICE_TYPES)  # index 3 in the tower's device table
+# The tower's "unknown" rows (CONTRACTS `artifacts`), trained by context dropout: a request
+# without device or hour uses them; never the server's clock.
+UNKNOWN_DEVICE = len(DEVICE_TYPES)  # 3
+UNKNOWN_HOUR = 24
 _DEVICE_INDEX = {d: i for i, d in enumerate(DEVICE_TYPES)}
 TOWER_INPUTS = ("history_emb", "history_mask", "device", "hour")
 
@@ -80,6 +82,7 @@ class Engine:
         catalog: Catalog,
         embeddings: np.ndarray,
         histories: dict[str, list[str]],
+        seen: SeenSets | None = None,
         history_len: int = DEFAULT_HISTORY_LEN,
         candidates: int = DEFAULT_CANDIDATES,
         manifest: dict[str, Any] | None = None,
@@ -96,6 +99,7 @@ class Engine:
         self.catalog = catalog
         self.embeddings = embeddings
         self.histories = histories
+        self.seen = seen if seen is not None else SeenSets.empty()
         self.history_len = history_len
         self.candidates = candidates
         self.manifest = manifest or {}
@@ -111,14 +115,18 @@ class Engine:
         candidates: int = DEFAULT_CANDIDATES,
         threads: int = 1,
     ) -> Engine:
-        """Load the six bundle files of `path` (manifest.json and index.json optional)."""
+        """Load the bundle files of `path` (manifest.json and index.json optional).
+
+        `user_seen.parquet` may be missing from a bundle written before it existed (empty
+        seen-sets), unless the bundle's manifest lists it."""
         path = Path(path)
-        missing = [n for n in BUNDLE_FILES if not (path / n).is_file()]
-        if missing:
-            raise BundleError(f"{path} lacks bundle files {missing}")
         manifest: dict[str, Any] = {}
         if (path / MANIFEST).is_file():
             manifest = json.loads((path / MANIFEST).read_text())
+        expected = [*REQUIRED_FILES, *(n for n in manifest.get("files") or {} if n not in REQUIRED_FILES)]
+        missing = [n for n in expected if not (path / n).is_file()]
+        if missing:
+            raise BundleError(f"{path} lacks bundle files {missing}")
         index_meta: dict[str, Any] = {}
         if (path / "index.json").is_file():
             index_meta = json.loads((path / "index.json").read_text())
@@ -140,6 +148,7 @@ class Engine:
             histories = {
                 u: h or [] for u, h in zip(hist.column("user_id").to_pylist(), hist.column("history").to_pylist())
             }
+            seen = load_seen(path / "user_seen.parquet", catalog)
         except BundleError:
             raise
         except Exception as exc:  # onnxruntime, faiss and pyarrow raise their own types
@@ -152,6 +161,7 @@ class Engine:
             catalog=catalog,
             embeddings=embeddings,
             histories=histories,
+            seen=seen,
             history_len=history_len,
             candidates=candidates,
             manifest=manifest,
@@ -160,9 +170,10 @@ class Engine:
         return engine
 
     def _self_check(self) -> None:
-        """Run the tower once so a model that loads but cannot run is refused at load time."""
+        """Run the tower once, with the unknown device and hour, so a model that loads but
+        cannot run (or has no unknown context rows) is refused at load time."""
         try:
-            vec, _ = self.user_vectors([[]], [None], [0])
+            vec, _ = self.user_vectors([[]], [None], [None])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise BundleError(f"user tower of {self.version!r} fails on a sample input: {exc}") from exc
         if vec.shape != (1, self.dim):
@@ -175,13 +186,18 @@ class Engine:
         devices: list[str | None] | None = None,
         hours: list[int | None] | None = None,
     ) -> tuple[np.ndarray, list[list[str]]]:
-        """User vectors [B, dim] for histories of item ids (oldest first); unknown ids per row."""
+        """User vectors [B, dim]; unknown ids per row.
+
+        A history is oldest first, most recent last, as in training: repeated ids count at
+        their last position, ids not in the catalog are skipped, and the last `history_len`
+        known items feed the tower. A missing or unrecognised device and a missing hour
+        are the tower's unknown context; an hour outside 0..23 is an error."""
         b = len(histories)
         rows_per_user: list[list[int]] = []
         unknown: list[list[str]] = []
         for h in histories:
             rows, miss = self.catalog.rows_of(h)
-            rows_per_user.append(rows[-self.history_len :])
+            rows_per_user.append(_last_distinct(rows, self.history_len))
             unknown.append(miss)
         length = max(1, max((len(r) for r in rows_per_user), default=0))
         emb = np.zeros((b, length, self.dim), dtype=np.float32)
@@ -194,10 +210,9 @@ class Engine:
             [_DEVICE_INDEX.get(d, UNKNOWN_DEVICE) if d else UNKNOWN_DEVICE for d in (devices or [None] * b)],
             dtype=np.int64,
         )
-        now_hour = datetime.now(UTC).hour
-        hour_list = [now_hour if h is None else int(h) for h in (hours or [None] * b)]
-        if any(not 0 <= h <= 23 for h in hour_list):
-            raise ValueError(f"hour must be in 0..23, got {hour_list}")
+        for h in hours or []:
+            _check_hour(h)
+        hour_list = [UNKNOWN_HOUR if h is None else int(h) for h in (hours or [None] * b)]
         if len(device) != b or len(hour_list) != b:
             raise ValueError("devices and hours must have one entry per history")
         (vec,) = self.session.run(
@@ -213,6 +228,12 @@ class Engine:
 
     def stored_history(self, user_id: str) -> list[str] | None:
         return self.histories.get(user_id)
+
+    def seen_rows(self, user_id: str, recent_items: list[str] | None = None) -> np.ndarray:
+        """Item rows never recommended to `user_id` again: the bundle's seen-set of a known
+        user, their stored history, and the request's `recent_items`."""
+        extra, _ = self.catalog.rows_of([*(self.histories.get(user_id) or []), *(recent_items or [])])
+        return np.concatenate([self.seen.rows_for(user_id).astype(np.int64), np.asarray(extra, dtype=np.int64)])
 
     # recommendations -------------------------------------------------------------------
     def recommend(
@@ -233,12 +254,11 @@ class Engine:
             raise ValueError(f"diversity_cap must be >= 1 or None, got {diversity_cap}")
         if popularity_penalty < 0:
             raise ValueError(f"popularity_penalty must be >= 0, got {popularity_penalty}")
+        _check_hour(hour)
         stored = self.histories.get(user_id)
         realtime = bool(recent_items)
         history = list(recent_items) if realtime else (stored or [])
-        seen_ids = (stored or []) + (list(recent_items or []) if realtime else [])
-        seen_rows, _ = self.catalog.rows_of(seen_ids)
-        exclude = np.array(seen_rows, dtype=np.int64) if exclude_seen else None
+        exclude = self.seen_rows(user_id, recent_items) if exclude_seen else None
 
         fallback: str | None = None
         unknown: list[str] = []
@@ -291,7 +311,22 @@ class Engine:
         cap: int | None,
         taken: list[int],
     ) -> tuple[list[int], list[float]]:
-        """The next `n` popular items that pass the filters, the cap and are not in `taken`."""
+        """The next `n` popular items that pass the filters and are not in `taken`: those
+        within the per-leaf cap first, then (cap relaxed) the next popular ones."""
+        rows, scores = self._popular_pass(n, filters, exclude, cap, taken)
+        if cap is not None and len(rows) < n:
+            more_rows, more_scores = self._popular_pass(n - len(rows), filters, exclude, None, taken + rows)
+            rows, scores = rows + more_rows, scores + more_scores
+        return rows, scores
+
+    def _popular_pass(
+        self,
+        n: int,
+        filters: Filters | None,
+        exclude: np.ndarray | None,
+        cap: int | None,
+        taken: list[int],
+    ) -> tuple[list[int], list[float]]:
         cat = self.catalog
         skip = (
             np.array(taken, dtype=np.int64)
@@ -306,7 +341,13 @@ class Engine:
             rows = cat.popular_rows[start : start + chunk]
             keep = keep_mask(cat, rows, filters, skip)
             r, s = diversify(
-                cat, rows[keep], cat.popular_scores[start : start + chunk][keep], n - len(out_rows), cap, counts
+                cat,
+                rows[keep],
+                cat.popular_scores[start : start + chunk][keep],
+                n - len(out_rows),
+                cap,
+                counts,
+                relax=False,
             )
             out_rows += r
             out_scores += s
@@ -325,3 +366,25 @@ class Engine:
         rows, scores = rows[keep], scores[keep]
         keep = self.catalog.active[rows]
         return self.catalog.hydrate(rows[keep][:k], scores[keep][:k])
+
+
+def _check_hour(hour: object) -> None:
+    """None (unknown) or an integer hour of the day, 0..23 UTC."""
+    if hour is None:
+        return
+    if isinstance(hour, bool) or not isinstance(hour, int | np.integer) or not 0 <= hour <= 23:
+        raise ValueError(f"hour must be an integer in 0..23 or None, got {hour!r}")
+
+
+def _last_distinct(rows: list[int], n: int) -> list[int]:
+    """The last `n` distinct rows, oldest first, each at its last position (as training's
+    histories: `spark/training.py:_last_distinct`)."""
+    out: list[int] = []
+    taken: set[int] = set()
+    for r in reversed(rows):
+        if r not in taken:
+            taken.add(r)
+            out.append(r)
+            if len(out) == n:
+                break
+    return out[::-1]

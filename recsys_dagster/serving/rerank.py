@@ -82,27 +82,37 @@ def diversify(
     k: int,
     cap: int | None,
     counts: dict[int, int] | None = None,
+    relax: bool = True,
 ) -> tuple[list[int], list[float]]:
-    """Greedy top-k with at most `cap` items per leaf category; order kept otherwise.
+    """Top-k with at most `cap` items per leaf category, in the given (score) order.
 
-    `counts` (leaf -> items already taken) lets a popularity top-up continue the same cap.
+    When the cap leaves fewer than k items and `relax` is true, the capped-out candidates
+    fill the rest in score order, after the capped picks: the cap shapes the head of the
+    list but never makes it shorter than k while candidates remain (a one-level tree of
+    18 genres with cap 3 would otherwise stop at 54). `counts` (leaf -> items already
+    taken) is updated, so a popularity top-up continues the same cap.
     """
     if cap is None:
         return rows[:k].tolist(), scores[:k].tolist()
     counts = {} if counts is None else counts
-    out_rows: list[int] = []
-    out_scores: list[float] = []
-    leaves = catalog.leaf[rows]
-    for r, s, leaf in zip(rows.tolist(), scores.tolist(), leaves.tolist()):
+    picked: list[int] = []
+    capped_out: list[int] = []
+    leaves = catalog.leaf[rows].tolist()
+    for i, leaf in enumerate(leaves):
+        if len(picked) >= k:
+            break
         n = counts.get(leaf, 0)
         if n >= cap:
+            capped_out.append(i)
             continue
         counts[leaf] = n + 1
-        out_rows.append(r)
-        out_scores.append(s)
-        if len(out_rows) >= k:
-            break
-    return out_rows, out_scores
+        picked.append(i)
+    if relax and len(picked) < k:
+        # Every candidate was scanned: capped_out holds all the rest, best first.
+        for i in capped_out[: k - len(picked)]:
+            counts[leaves[i]] = counts.get(leaves[i], 0) + 1
+            picked.append(i)
+    return rows[picked].tolist(), scores[picked].tolist()
 
 
 def leaf_counts(catalog: Catalog, rows: list[int]) -> dict[int, int]:

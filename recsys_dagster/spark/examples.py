@@ -18,6 +18,9 @@ class ExampleConfig:
     """How a week's training examples are built."""
 
     history_len: int = documented(20, "History items kept before each positive.")
+    seen_limit: int = documented(
+        500, "Most recent distinct items kept per user in user_seen, the items serving never recommends again."
+    )
     negatives: int = documented(8, "Explicit negatives per example (K).")
     mix_popular: float = documented(0.5, "Share of negatives drawn by popularity^alpha.")
     mix_uniform: float = documented(0.25, "Share of negatives drawn uniformly from active items.")
@@ -39,6 +42,8 @@ class ExampleConfig:
     def __post_init__(self) -> None:
         if self.history_len < 1 or self.negatives < 1:
             raise ValueError(f"history_len and negatives must be >= 1, got {self.history_len}, {self.negatives}")
+        if self.seen_limit < 1:
+            raise ValueError(f"seen_limit must be >= 1, got {self.seen_limit}")
         if len(self.mix) != 3 or any(m < 0 for m in self.mix) or abs(sum(self.mix) - 1.0) > 1e-6:
             raise ValueError(f"mix must be three non-negative fractions summing to 1, got {self.mix}")
         if self.validation_days < 1 or self.test_days < 1:

@@ -24,7 +24,7 @@ from recsys_dagster.spark.examples import ExampleConfig, ExampleCounts, Examples
 
 NEGATIVE_KINDS: tuple[str, ...] = ("popular", "uniform", "hard")
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
-OUTPUTS: tuple[str, ...] = ("train", "validation", "test", "items", "user_histories")
+OUTPUTS: tuple[str, ...] = ("train", "validation", "test", "items", "user_histories", "user_seen")
 EXAMPLE_COLUMNS: tuple[str, ...] = (
     "user_id",
     "session_id",
@@ -216,6 +216,17 @@ def user_histories(positives: DataFrame, history_len: int) -> DataFrame:
     return positives.groupBy("user_id").agg(
         _last_distinct(F.transform(ordered, lambda s: s["item_id"]), history_len).alias("history")
     )
+
+
+def user_seen(positives: DataFrame, seen_limit: int) -> DataFrame:
+    """(user_id, seen): the distinct items of each user in the window, most recent first
+    (by the item's latest positive; ties by item id, descending), at most `seen_limit`.
+    Serving excludes these from a known user's recommendations."""
+    last = positives.groupBy("user_id", "item_id").agg(F.max("ts_us").alias("ts_us"))
+    recent_first = Window.partitionBy("user_id").orderBy(F.desc("ts_us"), F.desc("item_id"))
+    kept = last.withColumn("_r", F.row_number().over(recent_first)).filter(F.col("_r") <= seen_limit)
+    ordered = F.array_sort(F.collect_list(F.struct("_r", "item_id")))
+    return kept.groupBy("user_id").agg(F.transform(ordered, lambda s: s["item_id"]).alias("seen"))
 
 
 # --- items -----------------------------------------------------------------------------
@@ -454,6 +465,7 @@ class _Built:
     examples: DataFrame  # all splits, with `split`
     items: DataFrame
     user_histories: DataFrame
+    user_seen: DataFrame
 
 
 def _build(sessions: DataFrame, items: DataFrame, week_end: date, cfg: ExampleConfig) -> _Built:
@@ -470,11 +482,13 @@ def _build(sessions: DataFrame, items: DataFrame, week_end: date, cfg: ExampleCo
         .select(*EXAMPLE_COLUMNS)
         .localCheckpoint()  # the splits, counts and writes all read it
     )
-    return _Built(examples, item_table, user_histories(positives, cfg.history_len))
+    return _Built(
+        examples, item_table, user_histories(positives, cfg.history_len), user_seen(positives, cfg.seen_limit)
+    )
 
 
 def build_examples(sessions: DataFrame, items: DataFrame, week_end: date, cfg: ExampleConfig) -> dict[str, DataFrame]:
-    """{"train", "validation", "test", "items", "user_histories"} for the window ending on
+    """{"train", "validation", "test", "items", "user_histories", "user_seen"} for the window ending on
     `week_end` (a Sunday). `sessions`: the window's sessions; `items`: the window's catalog
     snapshots, one row per (snapshot `dt`, item). Runs a few Spark jobs (an input check and
     local checkpoints of positives, items and negatives); the returned frames are lazy."""
@@ -482,6 +496,7 @@ def build_examples(sessions: DataFrame, items: DataFrame, week_end: date, cfg: E
     out = {s: built.examples.filter(F.col("split") == s) for s in SPLITS}
     out["items"] = built.items
     out["user_histories"] = built.user_histories
+    out["user_seen"] = built.user_seen
     return out
 
 
@@ -537,7 +552,7 @@ def count_examples(examples: DataFrame, items: DataFrame, cfg: ExampleConfig) ->
 def training_partition(
     spark: SparkSession, lake: Lake, week: str, cfg: ExampleConfig, staging_dir: Path | None = None
 ) -> ExamplesSummary:
-    """Build and write `training/week=W/{train,validation,test,items,user_histories}/`.
+    """Build and write `training/week=W/{train,validation,test,items,user_histories,user_seen}/`.
 
     Reads the sessions and catalog snapshots of the window days that exist. Raises
     TrainingDataError when a split would be empty (naming the days present), when no
@@ -591,6 +606,7 @@ def training_partition(
         files["user_histories"] = write_lake_parquet(
             built.user_histories, lake, f"{base}/user_histories", stage / "out"
         )
+        files["user_seen"] = write_lake_parquet(built.user_seen, lake, f"{base}/user_seen", stage / "out")
     return ExamplesSummary(
         **counts.__dict__,
         week=week,
