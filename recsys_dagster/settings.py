@@ -89,8 +89,9 @@ def write_project_file(path: Path, updates: Mapping[str, Any]) -> dict[str, Any]
 
 
 def effective_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment with the project file's settings beneath it (the variable wins)."""
-    env = os.environ if env is None else env
+    """The environment with the project file's settings beneath it (a variable wins; an
+    empty one, as compose files leave them, counts as unset)."""
+    env = {k: v for k, v in (os.environ if env is None else env).items() if v != ""}
     from_file = read_project_file(project_file(env))
     return {**{PROJECT_KEYS[k]: str(v) for k, v in from_file.items()}, **env}
 

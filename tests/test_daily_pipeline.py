@@ -222,7 +222,12 @@ def test_range_with_empty_days_and_one_catalog_records_checks_per_day(gappy):
     from dagster import Definitions, define_asset_job
 
     from recsys_dagster.assets.deployment import latest_check_passed
-    from recsys_dagster.checks.asset_checks import catalog_expectations, events_expectations, sessions_expectations
+    from recsys_dagster.checks.asset_checks import (
+        catalog_expectations,
+        events_expectations,
+        events_quarantine_rate,
+        sessions_expectations,
+    )
 
     lake, days = gappy
     job = define_asset_job(
@@ -248,6 +253,13 @@ def test_range_with_empty_days_and_one_catalog_records_checks_per_day(gappy):
     for check in (catalog_expectations, events_expectations, sessions_expectations):
         for dt in days:
             assert latest_check_passed(instance, check.check_key, dt), (check.check_key.name, dt)
+    # The quarantine rate is judged per day too: day 4's events name listings created after
+    # the one catalog snapshot (unknown_item), which only that day's warning shows.
+    rate_key = events_quarantine_rate.check_key
+    assert all(latest_check_passed(instance, rate_key, dt) for dt in days[:3])
+    assert not latest_check_passed(instance, rate_key, days[3])
+    reasons = lake.read_parquet(day_prefix(QUARANTINE_EVENTS, days[3]), columns=["reason"]).column("reason")
+    assert "unknown_item" in reasons.to_pylist()
 
 
 def test_empty_day_that_lost_every_row_still_fails_its_check(gappy, tmp_path):

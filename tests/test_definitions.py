@@ -175,10 +175,10 @@ def test_run_config_is_derived_from_the_plain_dataclasses():
     from recsys_dagster.spark.sessionize import SessionizeConfig
 
     pairs = [
-        (TwoTowerConfig, TrainConfig, {"device", "amp"}),
+        (TwoTowerConfig, TrainConfig, {"device", "amp", "history_len"}),
         (TrainingExamplesConfig, ExampleConfig, {"window_days", "weights"}),
         (SessionsConfig, SessionizeConfig, set()),
-        (GateSettings, GateConfig, set()),
+        (GateSettings, GateConfig, {"min_index_recall"}),
     ]
     for derived, plain, excluded in pairs:
         fields = {f.name: f.default for f in dataclasses.fields(plain) if f.name not in excluded}
@@ -188,4 +188,24 @@ def test_run_config_is_derived_from_the_plain_dataclasses():
     # A run-config value reaches the plain dataclass.
     from recsys_dagster.assets.common import to_plain
 
-    assert to_plain(TwoTowerConfig(epochs=0), TrainConfig, device="cpu", amp=False).epochs == 0
+    assert to_plain(TwoTowerConfig(epochs=0), TrainConfig, device="cpu", amp=False, history_len=20).epochs == 0
+
+
+def test_gate_counts_a_window_day_that_was_never_ingested(tmp_path):
+    import pyarrow as pa
+    from dagster import DagsterInstance
+
+    from recsys_dagster.assets.deployment import WEEKLY_CHECKS, upstream_checks
+    from recsys_dagster.lake import Lake
+
+    lake = Lake.from_uri(f"file://{tmp_path / 'lake'}")
+    days = [f"2026-10-{d}" for d in range(12, 19)]
+    for day in days:
+        if day != "2026-10-15":  # never ingested (an empty day would have a partition)
+            lake.write_partition(f"sessions/dt={day}", pa.table({"session_id": pa.array([], pa.string())}))
+    got = upstream_checks(DagsterInstance.ephemeral(), lake, "2026-10-12", window_days=14, first_day="2026-10-08")
+    assert got["sessions_ingested[2026-10-15]"] is False
+    assert {f"sessions_expectations[{d}]" for d in days if d != "2026-10-15"} <= set(got)
+    # Days before the first partition are not part of the project; 10-08..10-11 were never ingested.
+    assert not any("2026-10-07" in k for k in got) and got["sessions_ingested[2026-10-08]"] is False
+    assert len(got) == len(WEEKLY_CHECKS) + 6 + 1 + 4

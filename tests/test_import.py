@@ -741,3 +741,26 @@ def test_item_features_put_unknowns_and_null_prices_in_index_0():
     arrays = features.encode(items)
     for name in ("price", "condition", "city", "l1", "l2", "path", "brand"):
         assert getattr(arrays, name).tolist()[0] == 0 and getattr(arrays, name).tolist()[1] > 0, name
+
+
+def test_items_reread_on_the_exact_path_are_not_taken_for_duplicates(local_lake: Lake, tmp_path: Path, monkeypatch):
+    """pyarrow reads the first blocks, then fails on a malformed row: the file is read again
+    row by row, and the items of the first pass are not duplicates of themselves."""
+    from recsys_dagster.ingest import sources
+
+    monkeypatch.setattr(sources, "BLOCK_BYTES", 256)  # several blocks before the bad row
+    movies = tmp_path / "movies.csv"
+    rows = [f"{i},Movie number {i} with a longish title,Comedy|Drama" for i in range(1, 41)]
+    movies.write_text("movieId,title,genres\n" + "\n".join(rows) + "\n41,Bad,Drama,one field too many\n")
+    report = import_logs(
+        local_lake,
+        [str(ML / "ratings.csv")],
+        items=str(movies),
+        rejects_path=tmp_path / "r.jsonl",
+        mapping=ml_mapping(),
+    )
+    reasons = [r["reason"] for r in rejects_of(tmp_path / "r.jsonl") if r["kind"] == "items"]
+    assert "duplicate_item_id" not in reasons and len(reasons) == 1, reasons
+    catalog = lines(local_lake.get_bytes(f"{LANDING_CATALOG}/dt={ML_DAYS[0]}/catalog.jsonl.gz"))
+    titles = {c["item_id"]: c["title"] for c in catalog}
+    assert all(titles[str(i)].startswith("Movie number") for i in range(1, 41)), report

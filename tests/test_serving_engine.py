@@ -476,3 +476,18 @@ def test_popularity_top_up_also_relaxes_the_cap(genre_engine: Engine):
     cat = genre_engine.catalog
     genre03 = [cat.item_id[r] for r in cat.popular_rows if cat.category_path[r] == "Genre03"]
     assert 3 < len(genre03) < 100 and [i["item_id"] for i in few.items] == genre03
+
+
+def test_a_seen_set_larger_than_the_candidate_depth_still_gets_model_answers(heavy_engine: Engine):
+    """The search goes deeper by the excluded items: with 300 seen items and a candidate
+    depth of 60, the user still gets k=50 model answers, none of them seen."""
+    eng = heavy_engine
+    depth = eng.candidates
+    eng.candidates = 60
+    try:
+        rec = eng.recommend("u1", k=50, diversity_cap=None, hour=9)
+    finally:
+        eng.candidates = depth
+    seen_ids = set(eng.catalog.item_id[eng.seen.rows_for("u1")])
+    assert rec.fallback is None and rec.topped_up == 0 and len(rec.items) == 50
+    assert not seen_ids & {i["item_id"] for i in rec.items}

@@ -26,6 +26,8 @@ def test_project_file_is_read_and_the_environment_wins(tmp_path: Path):
     assert (s.start_date, s.training_window_days, s.lake_uri) == (date(2024, 1, 2), 14, "s3://bucket/prefix")
     s = Settings.from_env({"RECSYS_CONFIG": str(path), "RECSYS_START_DATE": "2025-03-04"})
     assert s.start_date == date(2025, 3, 4) and s.training_window_days == 14
+    empty = Settings.from_env({"RECSYS_CONFIG": str(path), "RECSYS_LAKE_URI": "", "RECSYS_START_DATE": ""})
+    assert empty.lake_uri == "s3://bucket/prefix" and empty.start_date == date(2024, 1, 2)
     absent = Settings.from_env({"RECSYS_CONFIG": str(tmp_path / "none.toml"), "RECSYS_HOME": str(tmp_path)})
     assert absent.start_date == date(2026, 10, 5) and absent.lake_uri == f"file://{tmp_path / 'lake'}"
 

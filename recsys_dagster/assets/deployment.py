@@ -21,11 +21,12 @@ from recsys_dagster.assets.training import TRAINING_CHECKS
 from recsys_dagster.bundle.gate import GateConfig
 from recsys_dagster.checks.asset_checks import sessions_expectations
 from recsys_dagster.contract import EVALUATION, SESSIONS
-from recsys_dagster.jobs.partitions import TRAINING_WINDOW_DAYS
+from recsys_dagster.jobs.partitions import DAILY, TRAINING_WINDOW_DAYS
 from recsys_dagster.resources.lake import LakeResource
 from recsys_dagster.resources.mlflow import MlflowResource
 
-GateSettings = config_from(GateConfig)
+# The index floor is shared with the blocking index check, so it is no per-run knob.
+GateSettings = config_from(GateConfig, exclude=("min_index_recall",))
 
 
 def blocking_check_keys(checks) -> list[AssetCheckKey]:
@@ -54,18 +55,30 @@ def latest_check_passed(instance: DagsterInstance, key: AssetCheckKey, partition
 
 
 def upstream_checks(
-    instance: DagsterInstance, lake, week: str, window_days: int = TRAINING_WINDOW_DAYS
+    instance: DagsterInstance,
+    lake,
+    week: str,
+    window_days: int = TRAINING_WINDOW_DAYS,
+    first_day: str = DAILY.get_first_partition_key(),
 ) -> dict[str, bool]:
     """Latest result of every blocking check behind the week's candidate: the weekly ones
-    and the sessions suite of each day in the training window that has data."""
+    and the sessions suite of each day of the training window (from the first daily
+    partition on). Empty days have partitions too, so a window day without sessions was
+    never ingested: it counts as a failed `sessions_ingested[day]`, not as a day to skip."""
     wanted = [(key, week) for key in WEEKLY_CHECKS]
+    out: dict[str, bool] = {}
     sunday = date.fromisoformat(week) + timedelta(days=6)
     present = set(lake.list_partitions(SESSIONS))
     for i in range(window_days):
         day = (sunday - timedelta(days=i)).isoformat()
+        if day < first_day:
+            continue
         if day in present:
             wanted += [(key, day) for key in DAILY_GATE_CHECKS]
-    return {f"{key.name}[{partition}]": latest_check_passed(instance, key, partition) for key, partition in wanted}
+        else:
+            out[f"sessions_ingested[{day}]"] = False
+    out.update({f"{key.name}[{p}]": latest_check_passed(instance, key, p) for key, p in wanted})
+    return out
 
 
 @asset(

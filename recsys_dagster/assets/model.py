@@ -12,11 +12,13 @@ from recsys_dagster.ml.train import TrainConfig
 from recsys_dagster.resources.compute import ComputeResource
 from recsys_dagster.resources.lake import LakeResource
 from recsys_dagster.resources.mlflow import MlflowResource
+from recsys_dagster.spark.examples import read_summary
 
 TRAINING_POOL = "training"
 
-# device and amp come from the compute resource, not from run config.
-TwoTowerConfig = config_from(TrainConfig, exclude=("device", "amp"))
+# device and amp come from the compute resource, history_len from the examples (the model
+# must read the histories the examples were built with, as serving will).
+TwoTowerConfig = config_from(TrainConfig, exclude=("device", "amp", "history_len"))
 
 
 def _epoch_text(row: dict) -> str:
@@ -49,7 +51,8 @@ def two_tower_model(
     train = the_lake.read_parquet(f"{base}/train")
     validation = the_lake.read_parquet(f"{base}/validation")
     items = the_lake.read_parquet(f"{base}/items")
-    cfg = to_plain(config, TrainConfig, device=compute.resolve(), amp=compute.amp)
+    _, examples = read_summary(the_lake, week)
+    cfg = to_plain(config, TrainConfig, device=compute.resolve(), amp=compute.amp, history_len=examples.history_len)
     checkpoints = compute.checkpoint_dir(week)
     trained = fit_week(
         train,

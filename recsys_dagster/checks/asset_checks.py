@@ -26,17 +26,17 @@ from recsys_dagster.resources.lake import LakeResource
 QUARANTINE_WARN_RATE = 0.05
 
 
-def _empty_day(lake: Lake, dataset: str, dt: str) -> bool:
-    """Nothing landed for the day, so an empty table is right (not a failed ingest): no
-    event kept and none quarantined, or, for sessions, no event on the day."""
+def _why_empty_is_right(lake: Lake, dataset: str, dt: str) -> str | None:
+    """Why an empty table is right for the day, or None when it means a failed ingest.
+    Events: nothing landed (no event kept and none quarantined). Sessions: always, since a
+    day's sessions are those that close on it, and sparse days legitimately close none."""
     if dataset == EVENTS:
         q = day_prefix(QUARANTINE_EVENTS, dt)
         quarantined = lake.read_parquet(q, columns=["reason"]).num_rows if lake.has_data(q) else 0
-        return quarantined == 0
+        return "empty day: no event landed" if quarantined == 0 else None
     if dataset == SESSIONS:
-        events = day_prefix(EVENTS, dt)
-        return lake.has_data(events) and lake.read_parquet(events, columns=["event_id"]).num_rows == 0
-    return False
+        return "no session closed on this day"
+    return None
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,9 @@ def suite_on_day(lake: Lake, asset: str, dataset: str, dt: str) -> DayOutcome:
     if not lake.has_data(prefix):
         return DayOutcome(dt, False, 0, 0, 1, 0, f"no data at {lake.uri}/{prefix}", None)
     df = lake.read_parquet(prefix).to_pandas()
-    if len(df) == 0 and _empty_day(lake, dataset, dt):
-        return DayOutcome(dt, True, 0, 0, 0, 0, "empty day: nothing landed, nothing to check", None)
+    why = _why_empty_is_right(lake, dataset, dt) if len(df) == 0 else None
+    if why is not None:
+        return DayOutcome(dt, True, 0, 0, 0, 0, why, None)
     result = run_suite(asset, df)
     path = save_result(lake, asset, dt, result)
     failed_rows = sum(int(f.get("unexpected_count") or 0) for f in result.failed)
@@ -79,6 +80,26 @@ def _day_metadata(lake: Lake, day: DayOutcome) -> dict:
     }
 
 
+def log_day_evaluation(
+    context: AssetCheckExecutionContext, dt: str, passed: bool, metadata: dict, severity: AssetCheckSeverity
+) -> None:
+    """Record one day's result of the running check as that day's evaluation. In a range
+    run Dagster records the step's result without a partition, and the gate reads checks
+    per partition."""
+    spec = context.check_specs[0]
+    context.op_execution_context.log_event(
+        AssetCheckEvaluation(
+            asset_key=spec.key.asset_key,
+            check_name=spec.key.name,
+            passed=passed,
+            metadata=metadata,
+            severity=severity,
+            blocking=spec.blocking,
+            partition=dt,
+        )
+    )
+
+
 def gx_check_result(
     lake: Lake, asset: str, days: list[str], dataset: str, context: AssetCheckExecutionContext | None = None
 ) -> AssetCheckResult:
@@ -89,19 +110,8 @@ def gx_check_result(
     result is also logged as that day's evaluation: the gate reads checks per partition."""
     outcomes = [suite_on_day(lake, asset, dataset, dt) for dt in days]
     if context is not None and len(days) > 1:
-        check_key = context.check_specs[0].key
         for day in outcomes:
-            context.op_execution_context.log_event(
-                AssetCheckEvaluation(
-                    asset_key=check_key.asset_key,
-                    check_name=check_key.name,
-                    passed=day.passed,
-                    metadata=_day_metadata(lake, day),
-                    severity=AssetCheckSeverity.ERROR,
-                    blocking=True,
-                    partition=day.dt,
-                )
-            )
+            log_day_evaluation(context, day.dt, day.passed, _day_metadata(lake, day), AssetCheckSeverity.ERROR)
     failed = [d for d in outcomes if not d.passed]
     report = "\n\n".join(f"**{d.dt}**\n\n{d.report}" for d in failed) or "all expectations passed"
     paths = [d.result_path for d in outcomes if d.result_path]
@@ -150,18 +160,31 @@ sessions_expectations = _suite_check("sessions", SESSIONS)
 )
 def events_quarantine_rate(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
     the_lake = lake.get_lake()
-    valid = quarantined = 0
-    for dt in context.partition_keys:
-        valid += the_lake.read_parquet(day_prefix(EVENTS, dt), columns=["event_id"]).num_rows
+    days = sorted(context.partition_keys)
+    rates: dict[str, tuple[int, int, float]] = {}  # day -> (valid, quarantined, rate)
+    for dt in days:
+        valid = the_lake.read_parquet(day_prefix(EVENTS, dt), columns=["event_id"]).num_rows
         q_prefix = day_prefix(QUARANTINE_EVENTS, dt)
-        quarantined += (
-            the_lake.read_parquet(q_prefix, columns=["reason"]).num_rows if the_lake.has_data(q_prefix) else 0
-        )
-    rate = quarantined / max(1, valid + quarantined)
+        quarantined = the_lake.read_parquet(q_prefix, columns=["reason"]).num_rows if the_lake.has_data(q_prefix) else 0
+        rates[dt] = (valid, quarantined, quarantined / max(1, valid + quarantined))
+    # Per day, so one bad day of a long range is not diluted; in a range run each day's
+    # result is also logged as that day's evaluation.
+    if len(days) > 1:
+        for dt, (valid, quarantined, rate) in rates.items():
+            meta = {"quarantine_rate": round(rate, 6), "quarantined": quarantined, "valid": valid}
+            log_day_evaluation(context, dt, rate <= QUARANTINE_WARN_RATE, meta, AssetCheckSeverity.WARN)
+    worst = max(rates, key=lambda d: rates[d][2])
+    over = [d for d, (_, _, rate) in rates.items() if rate > QUARANTINE_WARN_RATE]
     return AssetCheckResult(
-        passed=rate <= QUARANTINE_WARN_RATE,
+        passed=not over,
         severity=AssetCheckSeverity.WARN,
-        metadata={"quarantine_rate": round(rate, 6), "quarantined": quarantined, "valid": valid},
+        metadata={
+            "quarantine_rate": round(rates[worst][2], 6),  # the worst day's
+            "worst_day": worst,
+            "days_over_threshold": ", ".join(over) or "none",
+            "quarantined": sum(q for _, q, _ in rates.values()),
+            "valid": sum(v for v, _, _ in rates.values()),
+        },
     )
 
 

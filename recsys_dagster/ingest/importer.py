@@ -177,6 +177,8 @@ class _FileState:
     reasons: Counter[str] = field(default_factory=Counter)
     values: Counter[tuple[str, str]] = field(default_factory=Counter)  # (what, value) mapped to unknown
     counts: Counter[str] = field(default_factory=Counter)
+    # Per pass, so a re-read on the exact path does not take the first pass's ids as duplicates.
+    first_row: dict[str, int] = field(default_factory=dict)  # item id -> row of its first valid copy
 
 
 def _column(chunk: Chunk, name: str, src: Source, state: _FileState) -> pa.Array:
@@ -453,7 +455,6 @@ def _conditions(arr: pa.Array, name: str, state: _FileState) -> pa.Array:
 @dataclass
 class _ItemsContext:
     mapping: ItemsMapping
-    seen: dict[str, int] = field(default_factory=dict)  # item id -> row of its first valid copy
 
 
 def _optional_text(chunk: Chunk, name: str | None, src: Source, state: _FileState, strip: bool = True) -> pa.Array:
@@ -486,10 +487,10 @@ def _items_chunk(chunk: Chunk, src: Source, ctx: _ItemsContext, state: _FileStat
     dup = np.zeros(n, dtype=bool)
     id_list = ids.to_pylist()
     for i in np.flatnonzero(code == 0).tolist():
-        if id_list[i] in ctx.seen:
+        if id_list[i] in state.first_row:
             dup[i] = True
         else:
-            ctx.seen[id_list[i]] = int(chunk.rows[i])
+            state.first_row[id_list[i]] = int(chunk.rows[i])
     checks.append(("duplicate_item_id", dup))
     code[dup] = len(checks)
 
@@ -502,7 +503,7 @@ def _items_chunk(chunk: Chunk, src: Source, ctx: _ItemsContext, state: _FileStat
             unit = C.UNIT_NAMES.get(state.unit or "", "a timestamp")
             return f"{m.created_at} {raw.get(m.created_at or '')!r} is not {unit} between 1970 and 2099"
         item_id = raw.get(m.id)
-        return f"item {item_id!r} already given on row {ctx.seen.get(str(item_id).strip(), '?')}"
+        return f"item {item_id!r} already given on row {state.first_row.get(str(item_id).strip(), '?')}"
 
     _emit_rejects("items", chunk, src, code, checks, detail, state)
     keep = np.flatnonzero(code == 0)

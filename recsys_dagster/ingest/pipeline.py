@@ -72,8 +72,16 @@ def has_landed(lake: Lake, landing: str, dt: str) -> bool:
 
 def catalog_snapshot_day(lake: Lake, dt: str) -> str | None:
     """The latest day on or before `dt` whose catalog snapshot landed, or None."""
-    days = [d for d in lake.list_partitions(LANDING_CATALOG) if d <= dt and has_landed(lake, LANDING_CATALOG, d)]
-    return max(days) if days else None
+    # One listing for every day (not one per day): sensors call this on every tick.
+    days = {
+        part[len("dt=") :]
+        for key in lake.list_keys(LANDING_CATALOG)
+        if key.endswith(LANDING_SUFFIX)
+        for part in key.split("/")
+        if part.startswith("dt=")
+    }
+    before = [d for d in days if d <= dt]
+    return max(before) if before else None
 
 
 def _lines(lake: Lake, keys: list[str]) -> Iterator[str]:

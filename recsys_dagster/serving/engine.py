@@ -276,7 +276,10 @@ class Engine:
         scores: list[float] = []
         if fallback is None:
             vec, _ = self.user_vectors([history], [device], [hour])
-            cand_scores, cand_rows = self.search(vec, self.candidates)
+            # Deeper by the excluded items, so a heavy user's seen-set cannot eat the candidates
+            # (the offline evaluation searches the same way).
+            depth = self.candidates + (0 if exclude is None else len(exclude))
+            cand_scores, cand_rows = self.search(vec, depth)
             cand_rows, cand_scores = cand_rows[0], cand_scores[0].astype(np.float64)
             valid = cand_rows >= 0
             cand_rows, cand_scores = cand_rows[valid], cand_scores[valid]

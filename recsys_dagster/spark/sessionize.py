@@ -255,8 +255,8 @@ def sessionize_partition(
 ) -> SessionsSummary:
     """Read events of dt-1 (if present) and dt, write `sessions/dt=<dt>`, return a summary.
 
-    Raises ValueError when events of dt are missing: an empty day must be a visible
-    failure, not empty sessions.
+    Raises ValueError when the events partition of dt is missing (the day was never
+    ingested); an ingested empty day has an empty partition and gives empty sessions.
     """
     if not lake.has_data(day_prefix(EVENTS, dt)):
         raise ValueError(f"no events at {lake.uri}/{day_prefix(EVENTS, dt)}: ingest day {dt} first")
