@@ -259,3 +259,120 @@ def write_and_promote(lake: Lake, version: str, src_dir: str | Path, *, promote:
     if promote:
         lake.write_json(POINTER_KEY, {**manifest, "promoted_at": datetime.now(UTC).isoformat()})
     return manifest
+
+
+def add_ranker(
+    path: str | Path,
+    *,
+    seed: int = 0,
+    n_clusters: int = 8,
+    neighbours: int = 20,
+    train_users: int = 300,
+    trees: int = 60,
+    cfg_overrides: dict[str, Any] | None = None,
+) -> Path:
+    """Add a ranking stage (`RANKER_FILES`) to a bundle written by `make_bundle_dir`.
+
+    Item statistics are synthetic but shaped like the pipeline's: item-kNN and co-occurrence
+    neighbours within an item's cluster, popularity windows from `recent_count`. The model is
+    a real LightGBM LambdaRank fitted on features from `candidate_features` (the serving
+    path) for users whose targets are popular items of their own cluster, then exported by
+    the pipeline's `to_onnx`."""
+    from recsys_dagster.ml.ranker import RankData, RankerConfig, fit_fixed, make_spec, to_onnx
+    from recsys_dagster.serving.engine import Engine
+    from recsys_dagster.serving.ranker import ItemStats, candidate_features
+
+    out = Path(path)
+    rng = np.random.default_rng([seed, 7])
+    items = pq.read_table(out / "items.parquet")
+    n = items.num_rows
+    cluster = np.arange(n) % n_clusters
+    recent = items.column("recent_count").to_numpy()
+    cfg = RankerConfig(neighbours=neighbours, **(cfg_overrides or {}))
+
+    def neighbour_csr(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        per_cluster = -(-n // n_clusters)
+        offsets = rng.integers(0, per_cluster, size=(n, k))
+        cols = np.minimum(cluster[:, None] + n_clusters * offsets, n - 1 - ((n - 1 - cluster[:, None]) % n_clusters))
+        data = -np.sort(-rng.random((n, k)), axis=1).astype(np.float32)
+        return np.arange(0, n * k + 1, k, dtype=np.int64), cols.reshape(-1).astype(np.int32), data.reshape(-1)
+
+    knn = neighbour_csr(neighbours)
+    cooc = neighbour_csr(max(1, neighbours // 2))
+    paths = items.column("category_path").to_pylist()
+    leaf_names = sorted(set(paths))
+    leaf = np.array([leaf_names.index(p) for p in paths], dtype=np.int32) if n <= 100_000 else cluster.astype(np.int32)
+    windows = np.array(cfg.windows_days, dtype=np.float64)
+    counts = np.floor(recent[:, None] * windows[None, :] / windows[-1] + rng.random((n, len(windows)))).astype(
+        np.float32
+    )
+    active = items.column("active").to_numpy(zero_copy_only=False)
+    stats = ItemStats(
+        window_counts=counts,
+        total=items.column("train_count").to_numpy().astype(np.float32),
+        age_days=rng.uniform(0, 60, n).astype(np.float32),
+        leaf=leaf,
+        top=(cluster // 2).astype(np.int32),
+        brand=np.zeros(n, np.int32),
+        price_log=np.log1p(items.column("price").to_numpy()).astype(np.float32),
+        knn_indptr=knn[0],
+        knn_indices=knn[1],
+        knn_data=knn[2],
+        cooc_indptr=cooc[0],
+        cooc_indices=cooc[1],
+        cooc_data=cooc[2],
+        trending_rows=np.flatnonzero(active)[np.argsort(-recent[active], kind="stable")].astype(np.int64),
+    )
+    stats.validate(n)
+    spec = make_spec(
+        cfg, trending_days=1, cut_us=1_790_000_000_000_000, trained_on=["synthetic"], trees=trees, refit=False
+    )
+
+    engine = Engine.from_dir(out)
+    users = [u for u, h in engine.histories.items() if h][:train_users]
+    feats, labels, groups = [], [], []
+    for user in users:
+        vec, _ = engine.user_vectors([engine.histories[user]])
+        excluded = engine.seen_rows(user)
+        _, ann = engine.search(vec, spec.depth["two_tower"] + len(excluded))
+        cands = candidate_features(
+            stats,
+            spec,
+            user_vec=vec[0],
+            embeddings=engine.embeddings,
+            ann_rows=ann[0],
+            profile=engine.profile_rows(user),
+            keep=lambda r, excluded=excluded: active[r] & ~np.isin(r, excluded),
+        )
+        if len(cands.rows) < 2:
+            continue
+        home = np.bincount(cluster[engine.profile_rows(user)], minlength=n_clusters).argmax()
+        weight = np.where(cluster[cands.rows] == home, 1.0 + recent[cands.rows], 0.0)
+        chosen = (
+            rng.choice(
+                len(cands.rows),
+                size=min(3, int((weight > 0).sum())),
+                replace=False,
+                p=None if weight.sum() == 0 else weight / weight.sum(),
+            )
+            if weight.sum() > 0
+            else []
+        )
+        label = np.zeros(len(cands.rows), np.int32)
+        label[np.asarray(chosen, dtype=np.int64)] = 1
+        feats.append(cands.features)
+        labels.append(label)
+        groups.append(len(cands.rows))
+    data = RankData(
+        features=np.concatenate(feats),
+        labels=np.concatenate(labels),
+        groups=np.array(groups, dtype=np.int64),
+        query_users=users[: len(groups)],
+        pool_recall=1.0,
+        n_queries=len(groups),
+    )
+    booster = fit_fixed(data, cfg, spec.feature_names, trees)
+    (out / "ranker.onnx").write_bytes(to_onnx(booster, len(spec.feature_names)))
+    (out / "ranker.json").write_text(spec.to_json())
+    stats.save(out / "ranker_items.npz")
+    return out

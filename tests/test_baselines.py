@@ -329,7 +329,7 @@ def test_evaluation_excludes_everything_seen_before_the_test_window(tmp_path):
         cfg=BaselineConfig(ease_max_items=100),
     )
     assert report.n_users == 24 and report.validation_users == 24
-    systems = {"candidate", "candidate_exact", "popularity", "recent_popularity", "cooccurrence", "item_knn"}
+    systems = {"candidate", "two_tower_exact", "popularity", "recent_popularity", "cooccurrence", "item_knn"}
     assert set(report.topk) == systems
     # 128 items had a positive before the test window (24 users x 32, from 4 clusters of 50).
     n_modelled = len({i for u in history_of.values() for i in u})

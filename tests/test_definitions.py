@@ -24,6 +24,7 @@ ASSET_KEYS = [
     "faiss_index",
     "item_embeddings",
     "model_evaluation",
+    "ranker",
     "raw_catalog",
     "raw_events",
     "sessions",
@@ -36,6 +37,7 @@ ASSET_CHECK_KEYS = [
     ("events", "events_quarantine_rate"),
     ("faiss_index", "faiss_index_recall"),
     ("item_embeddings", "item_embeddings_valid"),
+    ("ranker", "ranker_export_parity"),
     ("sessions", "sessions_expectations"),
     ("training_examples", "training_examples_counts"),
     ("training_examples", "training_examples_negative_mix"),
@@ -166,10 +168,12 @@ def test_run_config_is_derived_from_the_plain_dataclasses():
 
     from recsys_dagster.assets.deployment import GateSettings
     from recsys_dagster.assets.model import TwoTowerConfig
+    from recsys_dagster.assets.ranker import RankerSettings
     from recsys_dagster.assets.sessions import SessionsConfig
     from recsys_dagster.assets.training import TrainingExamplesConfig
     from recsys_dagster.bundle.gate import GateConfig
     from recsys_dagster.jobs.weekly import RollbackConfig
+    from recsys_dagster.ml.ranker import RankerConfig
     from recsys_dagster.ml.train import TrainConfig
     from recsys_dagster.spark.examples import ExampleConfig
     from recsys_dagster.spark.sessionize import SessionizeConfig
@@ -179,6 +183,7 @@ def test_run_config_is_derived_from_the_plain_dataclasses():
         (TrainingExamplesConfig, ExampleConfig, {"window_days", "weights"}),
         (SessionsConfig, SessionizeConfig, set()),
         (GateSettings, GateConfig, {"min_index_recall"}),
+        (RankerSettings, RankerConfig, {"windows_days", "trending_days"}),
     ]
     for derived, plain, excluded in pairs:
         fields = {f.name: f.default for f in dataclasses.fields(plain) if f.name not in excluded}

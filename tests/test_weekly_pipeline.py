@@ -8,7 +8,7 @@ from datetime import date, timedelta
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
-from recsys_dagster.assets import deployment, evaluation, index, ingest, model, sessions, training
+from recsys_dagster.assets import deployment, evaluation, index, ingest, model, ranker, sessions, training
 from recsys_dagster.checks.asset_checks import DAILY_CHECKS
 from recsys_dagster.datagen import GeneratorConfig, generate
 from recsys_dagster.resources import ComputeResource, LakeResource, MlflowResource, SparkResource
@@ -28,13 +28,23 @@ ALL = [
     model.two_tower_model,
     index.item_embeddings,
     index.faiss_index,
+    ranker.ranker,
     evaluation.model_evaluation,
     deployment.deployment,
     *DAILY_CHECKS,
     *training.TRAINING_CHECKS,
     *index.INDEX_CHECKS,
+    *ranker.RANKER_CHECKS,
 ]
-WEEKLY = ["training_examples", "two_tower_model", "item_embeddings", "faiss_index", "model_evaluation", "deployment"]
+WEEKLY = [
+    "training_examples",
+    "two_tower_model",
+    "item_embeddings",
+    "faiss_index",
+    "ranker",
+    "model_evaluation",
+    "deployment",
+]
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +102,7 @@ def test_every_weekly_asset_and_check(weekly_run):
         "training_examples_counts": True,
         "item_embeddings_valid": True,
         "faiss_index_recall": True,
+        "ranker_export_parity": True,
     }
     ex = _meta(result, "training_examples")
     assert min(ex["train_rows"], ex["validation_rows"], ex["test_rows"]) > 0
@@ -111,7 +122,16 @@ def test_model_metadata_links_mlflow_and_beats_popularity(weekly_run):
     assert m["registered_model"].startswith(f"{MODEL} v")
 
 
-SYSTEMS = ("candidate", "candidate_exact", "popularity", "recent_popularity", "cooccurrence", "item_knn", "ease")
+SYSTEMS = (
+    "candidate",
+    "two_tower",
+    "two_tower_exact",
+    "popularity",
+    "recent_popularity",
+    "cooccurrence",
+    "item_knn",
+    "ease",
+)
 
 
 def _evaluation(lake):
@@ -158,6 +178,28 @@ def test_index_and_evaluation_metadata(weekly_run):
     assert run.data.metrics["test_ease_recall_at_20"] == pytest.approx(record.systems["ease"]["recall@20"])
     artifacts = [a.path for a in client.list_artifacts(record.mlflow_run_id, "evaluation")]
     assert artifacts == [f"evaluation/week={WEEK}.md"]
+    ranker_files = {a.path for a in client.list_artifacts(record.mlflow_run_id, "ranker")}
+    assert {"ranker/ranker_eval.txt", "ranker/ranker_ship.txt", "ranker/report.json"} <= ranker_files
+    assert run.data.metrics["ranker_best_iteration"] >= 1
+
+
+def test_ranker_metadata_and_lake_files(weekly_run):
+    lake, _instance, _res, result = weekly_run
+    from recsys_dagster.bundle.ranker import ranker_prefix, read_report
+    from recsys_dagster.serving.ranker import RANKER_FILES, RankerSpec
+
+    m = _meta(result, "ranker")
+    report = read_report(lake, WEEK)
+    assert m["trees"] == report.best_iteration >= 1
+    assert 0 < m["candidate_pool_recall/test"] <= 1 and m["refit"] is True
+    assert report.onnx_max_abs_diff < 1e-4 and report.onnx_max_abs_diff_refit < 1e-4
+    gated = RankerSpec.from_json(lake.get_bytes(f"{ranker_prefix(WEEK, 'eval')}/ranker.json"))
+    shipped = RankerSpec.from_json(lake.get_bytes(f"{ranker_prefix(WEEK, 'ship')}/ranker.json"))
+    assert gated.trained_on == ["validation"] and not gated.refit
+    assert shipped.trained_on == ["validation", "test"] and shipped.refit
+    assert shipped.stats_cut > gated.stats_cut  # the refit counts the test window too
+    for variant in ("eval", "ship"):
+        assert all(lake.exists(f"{ranker_prefix(WEEK, variant)}/{name}") for name in RANKER_FILES)
 
 
 def test_gate_refuses_with_its_true_reasons_and_rollback_refuses_without_history(weekly_run):
@@ -187,7 +229,8 @@ def test_gate_refuses_with_its_true_reasons_and_rollback_refuses_without_history
     assert baseline_rule["passed"] is (low > 0.0) and baseline_rule["value"] == pytest.approx(low)
     assert f"strongest baseline {strongest}" in baseline_rule["detail"]
     # Every other rule passes here: the refusal's reasons are exactly the failed rules.
-    assert all(r["passed"] for name, r in rules.items() if name not in ("enough_evidence", "beats_strongest_baseline"))
+    compared = ("enough_evidence", "beats_strongest_baseline", "beats_strongest_baseline_ndcg@10")
+    assert all(r["passed"] for name, r in rules.items() if name not in compared)
     assert rules["no_regression_vs_champion"]["detail"] == "no champion: first model"
     assert refusal["reasons"] == [f"{r['name']}: {r['detail']}" for r in rules.values() if not r["passed"]]
 

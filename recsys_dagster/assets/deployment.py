@@ -17,6 +17,7 @@ from dagster import (
 
 from recsys_dagster.assets.common import config_from, to_plain
 from recsys_dagster.assets.index import INDEX_CHECKS
+from recsys_dagster.assets.ranker import RANKER_CHECKS
 from recsys_dagster.assets.training import TRAINING_CHECKS
 from recsys_dagster.bundle.gate import GateConfig
 from recsys_dagster.checks.asset_checks import sessions_expectations
@@ -35,7 +36,7 @@ def blocking_check_keys(checks) -> list[AssetCheckKey]:
 
 
 # Derived from the definitions, so a new blocking check guards the gate without retyping.
-WEEKLY_CHECKS = blocking_check_keys([*TRAINING_CHECKS, *INDEX_CHECKS])
+WEEKLY_CHECKS = blocking_check_keys([*TRAINING_CHECKS, *INDEX_CHECKS, *RANKER_CHECKS])
 DAILY_GATE_CHECKS = blocking_check_keys([sessions_expectations])
 
 

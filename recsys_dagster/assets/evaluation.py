@@ -19,12 +19,13 @@ EvaluationSettings = config_from(BaselineConfig, exclude=("recent_windows_days",
 
 @asset(
     partitions_def=WEEKLY,
-    deps=["faiss_index", "item_embeddings", "two_tower_model", "training_examples"],
+    deps=["ranker", "faiss_index", "item_embeddings", "two_tower_model", "training_examples"],
     group_name="deployment",
     kinds={"onnx", "faiss"},
     description="Full-ranking offline metrics on the held-out test window (whole active catalog, every item "
-    "the user had a positive on before the window excluded): the candidate through the serving path and by "
-    "exact search, the current champion, and the baselines (popularity, recent popularity, session "
+    "the user had a positive on before the window excluded): the candidate (two-tower + candidate sources + "
+    "ranker) through the serving path, the two-tower stage alone through the index and by exact search, "
+    "the current champion, and the baselines (popularity, recent popularity, session "
     "co-occurrence, item-kNN, EASE; parameters chosen on the validation window), on the same users and targets.",
 )
 def model_evaluation(
@@ -65,7 +66,9 @@ def model_evaluation(
         "strongest_baseline/recall@20": round(strongest_recall, 5),
         "recent_popularity_window": record.baselines["recent_popularity"]["window"],
         "ease": record.baselines["ease"].get("skipped") or f"lambda={record.baselines['ease']['lambda']:g}",
-        "index_loss_recall@20": round(systems["candidate_exact"]["recall@20"] - systems["candidate"]["recall@20"], 5),
+        "index_loss_recall@20": round(
+            systems["two_tower_exact"]["recall@20"] - systems.get("two_tower", systems["candidate"])["recall@20"], 5
+        ),
         "path": MetadataValue.path(f"{the_lake.uri}/{prefix}"),
     }
     for system, metrics in systems.items():

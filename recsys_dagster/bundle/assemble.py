@@ -57,14 +57,24 @@ class BundleMeta(Record):
     n_active_items: int
     n_users_with_history: int
     n_users_with_seen: int
+    ranker: dict[str, Any] | None = None  # the shipped ranker's `RankerSpec` (None: two-tower only)
 
 
-def assemble_bundle_dir(lake: Lake, week: str, dest: Path) -> BundleMeta:
+def assemble_bundle_dir(lake: Lake, week: str, dest: Path, *, ranker: str | None) -> BundleMeta:
     """Write the bundle files of `week` into `dest` (and `index.json`); returns the model
     and index facts the manifest carries. A week whose training output predates
-    `user_seen/` is refused: re-run its training examples."""
+    `user_seen/` is refused: re-run its training examples.
+
+    `ranker` names the ranking stage to include: "eval" (the gated ranker, statistics at
+    the test cut: what the evaluation scores), "ship" (what is deployed: the refit, or the
+    gated ranker when refit is off), or None (the two-tower model alone). A week without a
+    ranker artifact assembles without one."""
     from recsys_dagster.ml.artifacts import SUMMARY, USER_TOWER, TrainSummary
     from recsys_dagster.ml.index import IndexReport
+    from recsys_dagster.serving.ranker import RANKER_FILES, RANKER_SPEC, RankerSpec
+
+    if ranker not in (None, "eval", "ship"):
+        raise ValueError(f"ranker must be 'eval', 'ship' or None, got {ranker!r}")
 
     training = week_prefix(TRAINING, week)
     if not lake.has_data(f"{training}/user_seen"):
@@ -87,6 +97,12 @@ def assemble_bundle_dir(lake: Lake, week: str, dest: Path) -> BundleMeta:
     pq.write_table(seen, dest / "user_seen.parquet", compression="zstd")
     items = pq.read_table(dest / "items.parquet")
     (dest / "popular.json").write_text(json.dumps(popular_json(items)))
+    spec = None
+    ranker_dir = f"{artifact_prefix(week, 'ranker')}/{ranker}"
+    if ranker is not None and lake.exists(f"{ranker_dir}/{RANKER_SPEC}"):
+        for name in RANKER_FILES:
+            (dest / name).write_bytes(lake.get_bytes(f"{ranker_dir}/{name}"))
+        spec = RankerSpec.from_json((dest / RANKER_SPEC).read_bytes()).to_dict()
     summary = TrainSummary.from_json(lake.get_bytes(f"{model}/{SUMMARY}"))
     if report.k != 10:
         raise ValueError(f"week {week}: index.json measured recall@{report.k}; the gate needs recall@10")
@@ -100,4 +116,5 @@ def assemble_bundle_dir(lake: Lake, week: str, dest: Path) -> BundleMeta:
         n_active_items=int(pc.sum(pc.cast(items.column("active"), pa.int64())).as_py() or 0),
         n_users_with_history=histories.num_rows,
         n_users_with_seen=seen.num_rows,
+        ranker=spec,
     )

@@ -33,6 +33,19 @@ BUNDLE_FILES: tuple[str, ...] = (
 # serving excludes only the stored history and the request's items).
 OPTIONAL_FILES: frozenset[str] = frozenset({"user_seen.parquet"})
 REQUIRED_FILES: tuple[str, ...] = tuple(f for f in BUNDLE_FILES if f not in OPTIONAL_FILES)
+# The ranking stage (serving/ranker.py): a bundle carries all three or none (two-tower only).
+RANKER_FILES: tuple[str, ...] = ("ranker.onnx", "ranker.json", "ranker_items.npz")
+
+
+def bundle_files(directory: str | Path) -> tuple[str, ...]:
+    """The files a bundle directory is made of: `BUNDLE_FILES`, plus `RANKER_FILES` when
+    it has a ranker. BundleError for a partial ranker."""
+    d = Path(directory)
+    present = [name for name in RANKER_FILES if (d / name).is_file()]
+    if present and len(present) != len(RANKER_FILES):
+        raise BundleError(f"{d} has only {present} of the ranker files {list(RANKER_FILES)}")
+    return (*BUNDLE_FILES, *RANKER_FILES) if present else BUNDLE_FILES
+
 
 MANIFEST = "manifest.json"
 POINTER_KEY = f"{PROMOTED}/manifest.json"
@@ -95,7 +108,7 @@ def describe_files(directory: str | Path) -> dict[str, dict[str, Any]]:
     """sha256 and size of every bundle file in a local directory (all must exist)."""
     d = Path(directory)
     out: dict[str, dict[str, Any]] = {}
-    for name in BUNDLE_FILES:
+    for name in bundle_files(d):
         p = d / name
         if not p.is_file():
             raise BundleError(f"bundle file missing: {p}")

@@ -140,7 +140,7 @@ def paired_bootstrap_ci(diff: np.ndarray, *, n_boot: int, seed: int, level: floa
 def _per_user(name: str, a: np.ndarray) -> np.ndarray:
     arr = np.asarray(a, dtype=np.float64)
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array of per-user recall@20, got shape {arr.shape}")
+        raise ValueError(f"{name} must be a non-empty 1-D array of per-user metric values, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} holds {int((~np.isfinite(arr)).sum())} non-finite values")
     return arr
@@ -166,10 +166,13 @@ def _rule_evidence(cfg: GateConfig, n_users: int) -> RuleResult:
     return RuleResult(name, True, n_users, cfg.min_test_users, detail)
 
 
-def _rule_baseline(cfg: GateConfig, candidate: np.ndarray, baselines: Mapping[str, np.ndarray]) -> RuleResult:
-    """The candidate against the baseline with the highest recall@20 (the first of equals),
-    paired over users: the lower 95% CI bound of the mean difference must exceed the margin."""
-    name = "beats_strongest_baseline"
+def _rule_baseline(
+    cfg: GateConfig, candidate: np.ndarray, baselines: Mapping[str, np.ndarray], metric: str = "recall@20"
+) -> RuleResult:
+    """The candidate against the baseline with the highest mean `metric` (the first of
+    equals), paired over users: the lower 95% CI bound of the mean difference must exceed
+    the margin."""
+    name = "beats_strongest_baseline" if metric == "recall@20" else f"beats_strongest_baseline_{metric}"
     if not baselines:
         return RuleResult(name, False, None, cfg.baseline_margin, "no baseline was evaluated: nothing to beat")
     per_user = {k: _per_user(f"per_user_baselines[{k!r}]", v) for k, v in baselines.items()}
@@ -183,7 +186,7 @@ def _rule_baseline(cfg: GateConfig, candidate: np.ndarray, baselines: Mapping[st
     mean, low, high = paired_bootstrap_ci(candidate - per_user[strongest], n_boot=cfg.n_boot, seed=cfg.seed)
     passed = low > cfg.baseline_margin
     detail = (
-        f"strongest baseline {strongest} recall@20 {means[strongest]:.4f}, candidate {float(candidate.mean()):.4f}; "
+        f"strongest baseline {strongest} {metric} {means[strongest]:.4f}, candidate {float(candidate.mean()):.4f}; "
         f"candidate-{strongest} {mean:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}] over {candidate.size} users; "
         f"lower bound {'>' if passed else '<='} {cfg.baseline_margin:+.4f}"
     )
@@ -279,12 +282,15 @@ def evaluate_gate(
     candidate_week: str,
     champion: dict[str, Any] | None,
     evaluated_champion_version: str | None,
+    per_user_ndcg_candidate: np.ndarray | None = None,
+    per_user_ndcg_baselines: Mapping[str, np.ndarray] | None = None,
 ) -> GateDecision:
     """Every rule is evaluated (so the report shows all verdicts); promote iff all pass.
 
     The per-user arrays hold test recall@20, aligned on the same users: the candidate's,
     each baseline's (`{name: array}`, every baseline the evaluation ran) and the
-    champion's (None before the first promotion). `champion` is the promoted pointer
+    champion's (None before the first promotion). With the per-user NDCG@10 arrays, the
+    candidate must also beat the strongest baseline by NDCG@10 (its own rule). `champion` is the promoted pointer
     (None before the first promotion); `evaluated_champion_version` the champion the
     evaluation compared against."""
     candidate = _per_user("per_user_candidate", per_user_candidate)
@@ -292,6 +298,18 @@ def evaluate_gate(
         _rule_upstream(checks_passed),
         _rule_evidence(cfg, candidate.size),
         _rule_baseline(cfg, candidate, per_user_baselines),
+        *(
+            [
+                _rule_baseline(
+                    cfg,
+                    _per_user("per_user_ndcg_candidate", per_user_ndcg_candidate),
+                    per_user_ndcg_baselines,
+                    "ndcg@10",
+                )
+            ]
+            if per_user_ndcg_candidate is not None and per_user_ndcg_baselines is not None
+            else []
+        ),
         _rule_champion(cfg, candidate, per_user_champion),
         _rule_index(cfg, index_recall),
         _rule_infra(cfg, infra),

@@ -25,6 +25,7 @@ from recsys_dagster.bundle.format import (
     POINTER_KEY,
     BundleError,
     Manifest,
+    bundle_files,
     bundle_prefix,
     fetch_bundle,
     read_pointer,
@@ -126,7 +127,7 @@ def write_bundle(lake: Lake, version: str, source_dir: Path, manifest_fields: di
     if missing:
         raise BundleError(f"{src} lacks bundle files: {missing}")
     files: dict[str, dict[str, Any]] = {}
-    for name in BUNDLE_FILES:
+    for name in bundle_files(src):
         data = (src / name).read_bytes()
         # Hash the bytes actually uploaded, not a second read of the file.
         files[name] = {"sha256": sha256_bytes(data), "size": len(data)}

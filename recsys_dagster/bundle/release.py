@@ -9,6 +9,7 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -72,9 +73,18 @@ def infra_check(bundle_dir: Path, n_requests: int = 300, seed: int = 0) -> Infra
     )
 
 
-def _recall20(per_user: pa.Table, system: str) -> np.ndarray:
-    """The system's per-user recall@20 from `per_user.parquet`; a missing column is an error."""
-    column = f"{system}.recall@20"
+def gated_ranker(lake: Lake, week: str) -> dict[str, Any] | None:
+    """The `RankerSpec` the offline evaluation scored for `week` (None without a ranker)."""
+    from recsys_dagster.bundle.ranker import EVAL, ranker_prefix
+    from recsys_dagster.serving.ranker import RANKER_SPEC, RankerSpec
+
+    key = f"{ranker_prefix(week, EVAL)}/{RANKER_SPEC}"
+    return RankerSpec.from_json(lake.get_bytes(key)).to_dict() if lake.exists(key) else None
+
+
+def _recall20(per_user: pa.Table, system: str, metric: str = "recall@20") -> np.ndarray:
+    """The system's per-user `metric` from `per_user.parquet`; a missing column is an error."""
+    column = f"{system}.{metric}"
     if column not in per_user.column_names:
         raise ValueError(f"per_user.parquet has no {column!r} column: re-run model_evaluation")
     return per_user.column(column).to_numpy()
@@ -100,7 +110,7 @@ def release(
     if per_user.num_rows != evaluation.n_users:
         raise ValueError(f"per_user.parquet has {per_user.num_rows} rows, metrics.json {evaluation.n_users} users")
     bundle_dir = workdir / "bundle"
-    bundle_meta = assemble_bundle_dir(lake, week, bundle_dir)
+    bundle_meta = assemble_bundle_dir(lake, week, bundle_dir, ranker="ship")
     infra = infra_check(bundle_dir)
 
     pointer = read_pointer(lake)
@@ -118,6 +128,8 @@ def release(
         candidate_week=week,
         champion=pointer,
         evaluated_champion_version=evaluation.champion_version,
+        per_user_ndcg_candidate=_recall20(per_user, "candidate", "ndcg@10"),
+        per_user_ndcg_baselines={name: _recall20(per_user, name, "ndcg@10") for name in baselines},
     )
 
     entry = {
@@ -160,6 +172,10 @@ def release(
             "index_type": bundle_meta.index_type,
             "index_params": bundle_meta.index_params,
             "history_len": bundle_meta.history_len,
+            # What shipped (the refit, unless refit is off) beside what the gate evaluated.
+            "ranker": None
+            if bundle_meta.ranker is None
+            else {"shipped": bundle_meta.ranker, "gated": gated_ranker(lake, week)},
             "infra_check": infra.to_dict(),
         },
     )

@@ -21,6 +21,7 @@ WEEKLY_ASSETS = (
     "two_tower_model",
     "item_embeddings",
     "faiss_index",
+    "ranker",
     "model_evaluation",
     "deployment",
 )
@@ -29,7 +30,7 @@ weekly_job = define_asset_job(
     "weekly_training",
     selection=AssetSelection.assets(*WEEKLY_ASSETS),
     partitions_def=WEEKLY,
-    description="Train on the week's window, index, evaluate against champion and baselines, "
+    description="Train on the week's window, index, fit the ranker, evaluate against champion and baselines, "
     "and promote if the gate passes.",
 )
 

@@ -171,11 +171,25 @@ class EvaluationRecord(Record):
 
 
 def seen_items(prior: pa.Table) -> dict[str, list[str]]:
-    """user -> the distinct items of the user's positives in `prior`."""
+    """user -> the distinct items of the user's positives in `prior`, oldest first by each
+    item's latest positive (ties by item id): the order of serving's profile."""
     if prior.num_rows == 0:
         return {}
-    grouped = prior.select(["user_id", "item_id"]).group_by("user_id").aggregate([("item_id", "distinct")])
-    return dict(zip(grouped.column("user_id").to_pylist(), grouped.column("item_id_distinct").to_pylist()))
+    last = (
+        prior.select(["user_id", "item_id", "timestamp"])
+        .group_by(["user_id", "item_id"])
+        .aggregate([("timestamp", "max")])
+    )
+    order = pc.sort_indices(
+        last, sort_keys=[("user_id", "ascending"), ("timestamp_max", "ascending"), ("item_id", "ascending")]
+    )
+    last = last.take(order)
+    users = last.column("user_id").to_pylist()
+    items = last.column("item_id").to_pylist()
+    out: dict[str, list[str]] = {}
+    for u, i in zip(users, items):
+        out.setdefault(u, []).append(i)
+    return out
 
 
 def build_queries(rows: pa.Table, active_item_ids: set[str], prior: pa.Table, split: str = "test") -> Queries:
@@ -253,22 +267,36 @@ def _user_blocks(n_users: int, width: int) -> list[slice]:
 def _engine_topk(
     engine, queries: Queries, seen: list[np.ndarray], universe: Universe, *, exact: bool
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The serving path (ONNX user tower, FAISS candidates deep enough to survive the seen
-    items), and with `exact` the same vectors against every active item. A user with no
-    known history item gets the bundle's popularity ranking, as serving answers them."""
+    """The serving path: the ONNX user tower, FAISS candidates deep enough to survive the
+    seen items, and the ranking stage over every candidate source when the bundle has one
+    (`Engine.rank`, as `/recommendations` calls it, with each user's seen items as profile
+    and exclusion). With `exact`, the tower's vectors against every active item (the
+    index's loss). A user with no known history item gets the bundle's popularity ranking,
+    as serving answers them."""
     n = len(queries)
     index_top = np.full((n, DEPTH), -1, dtype=np.int64)
     exact_top = np.full((n, DEPTH), -1, dtype=np.int64) if exact else None
     ids = engine.catalog.item_id
+    active = np.asarray(engine.catalog.active, dtype=bool)
     active_emb = engine.embeddings[universe.rows] if exact else None
     for sl in _user_blocks(n, universe.n):
         histories = queries.histories[sl]
         vecs, _ = engine.user_vectors(histories, queries.devices[sl], queries.hours[sl])
-        depth = DEPTH + max((len(s) for s in seen[sl]), default=0) + 10
-        _, rows = engine.search(vecs, depth)
-        popular = [ids[r] for r in engine.catalog.popular_rows[:depth]]
+        seen_rows = [np.array(engine.catalog.rows_of(s)[0], dtype=np.int64) for s in queries.seen[sl]]
+        scores, rows = engine.search(vecs, engine.ann_depth(max((len(s) for s in seen_rows), default=0)))
+        popular = [ids[r] for r in engine.catalog.popular_rows[: DEPTH + max((len(s) for s in seen[sl]), default=0)]]
         cold = np.array([not _has_known(engine, h) for h in histories], dtype=bool)
-        ranked = [popular if c else [ids[r] for r in row if r >= 0] for row, c in zip(rows, cold)]
+        ranked = []
+        for i, excluded in enumerate(seen_rows):
+            if cold[i]:
+                ranked.append(popular)
+                continue
+
+            def keep(r: np.ndarray, excluded: np.ndarray = excluded) -> np.ndarray:
+                return active[r] & ~np.isin(r, excluded)
+
+            top, _ = engine.rank(vecs[i], scores[i], rows[i], profile=excluded, keep=keep)
+            ranked.append([ids[r] for r in top[: DEPTH + len(excluded)]])
         index_top[sl] = _topk_from_ids(ranked, universe, seen[sl])
         if exact_top is not None:
             block = rank_topk(vecs @ active_emb.T, DEPTH, exclude=seen[sl])
@@ -375,7 +403,13 @@ def evaluate(
     )
 
     tops: dict[str, np.ndarray] = {}
-    tops["candidate"], tops["candidate_exact"] = _engine_topk(candidate, queries, seen, universe, exact=True)
+    if candidate.ranker is not None:
+        tops["candidate"], _ = _engine_topk(candidate, queries, seen, universe, exact=False)
+        tops["two_tower"], tops["two_tower_exact"] = _engine_topk(
+            candidate.without_ranker(), queries, seen, universe, exact=True
+        )
+    else:
+        tops["candidate"], tops["two_tower_exact"] = _engine_topk(candidate, queries, seen, universe, exact=True)
     if champion is not None:
         tops["champion"], _ = _engine_topk(champion, queries, seen, universe, exact=False)
     for name in BASELINES:

@@ -226,3 +226,18 @@ def log_text(store: TrackingStore, run_id: str, text: str, artifact_file: str) -
 
     _mlflow(store)
     MlflowClient().log_text(run_id, text, artifact_file)
+
+
+def log_files(store: TrackingStore, run_id: str, files: dict[str, bytes], artifact_path: str) -> None:
+    """Files (name -> bytes) as artifacts under `artifact_path` of a run that has ended
+    (the week's ranker beside its two-tower model)."""
+    import tempfile
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    _mlflow(store)
+    with tempfile.TemporaryDirectory(prefix="recsys-mlflow-") as tmp:
+        for name, data in files.items():
+            (Path(tmp) / name).write_bytes(data)
+        MlflowClient().log_artifacts(run_id, tmp, artifact_path)

@@ -6,6 +6,7 @@ calls it on the promoted bundle. Everything a request needs is precomputed at lo
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 from recsys_dagster.bundle.format import MANIFEST, REQUIRED_FILES, BundleError
 from recsys_dagster.contract import DEVICE_TYPES
 from recsys_dagster.serving.catalog import Catalog, SeenSets, load_catalog, load_seen
+from recsys_dagster.serving.ranker import Ranker, RankerError
 from recsys_dagster.serving.rerank import Filters, apply_popularity_penalty, diversify, keep_mask, leaf_counts
 
 DEFAULT_HISTORY_LEN = 20
@@ -86,6 +88,7 @@ class Engine:
         history_len: int = DEFAULT_HISTORY_LEN,
         candidates: int = DEFAULT_CANDIDATES,
         manifest: dict[str, Any] | None = None,
+        ranker: Ranker | None = None,
     ):
         if embeddings.ndim != 2 or embeddings.shape[0] != catalog.n_items:
             raise BundleError(
@@ -103,6 +106,7 @@ class Engine:
         self.history_len = history_len
         self.candidates = candidates
         self.manifest = manifest or {}
+        self.ranker = ranker
         self.n_items = catalog.n_items
         self.dim = int(embeddings.shape[1])
 
@@ -149,6 +153,9 @@ class Engine:
                 u: h or [] for u, h in zip(hist.column("user_id").to_pylist(), hist.column("history").to_pylist())
             }
             seen = load_seen(path / "user_seen.parquet", catalog)
+            ranker = Ranker.from_dir(path, catalog.n_items, threads)
+        except RankerError as exc:
+            raise BundleError(f"bundle {version!r}: {exc}") from exc
         except BundleError:
             raise
         except Exception as exc:  # onnxruntime, faiss and pyarrow raise their own types
@@ -165,6 +172,7 @@ class Engine:
             history_len=history_len,
             candidates=candidates,
             manifest=manifest,
+            ranker=ranker,
         )
         engine._self_check()
         return engine
@@ -235,6 +243,48 @@ class Engine:
         extra, _ = self.catalog.rows_of([*(self.histories.get(user_id) or []), *(recent_items or [])])
         return np.concatenate([self.seen.rows_for(user_id).astype(np.int64), np.asarray(extra, dtype=np.int64)])
 
+    def without_ranker(self) -> Engine:
+        """The same bundle answering from the two-tower index alone (the evaluation's
+        `two_tower` system)."""
+        plain = copy.copy(self)
+        plain.ranker = None
+        return plain
+
+    def profile_rows(self, user_id: str, recent_items: list[str] | None = None) -> np.ndarray:
+        """The user's distinct item rows, oldest first, each at its last position: the
+        bundle's seen-set (stored most recent first), the stored history, then the
+        request's `recent_items`. The ranking stage's item-item sources read it."""
+        stored, _ = self.catalog.rows_of([*(self.histories.get(user_id) or []), *(recent_items or [])])
+        rows = [*self.seen.rows_for(user_id)[::-1].tolist(), *stored]
+        return np.array(_last_distinct(rows, len(rows)), dtype=np.int64)
+
+    def ann_depth(self, n_excluded: int) -> int:
+        """How deep the index is searched: deeper by the excluded items, so a heavy user's
+        seen-set cannot eat the candidates (the offline evaluation searches the same way)."""
+        wanted = self.ranker.spec.depth["two_tower"] if self.ranker is not None else self.candidates
+        return wanted + n_excluded
+
+    def rank(
+        self,
+        user_vec: np.ndarray,
+        ann_scores: np.ndarray,
+        ann_rows: np.ndarray,
+        *,
+        profile: np.ndarray,
+        keep,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, scores) best first for one user: the ranking stage over every candidate
+        source when the bundle has a ranker, else the index's answer. `keep(rows)` says
+        which rows may be recommended."""
+        if self.ranker is not None:
+            return self.ranker.rank(
+                user_vec=user_vec, embeddings=self.embeddings, ann_rows=ann_rows, profile=profile, keep=keep
+            )
+        valid = ann_rows >= 0
+        rows, scores = ann_rows[valid].astype(np.int64), ann_scores[valid].astype(np.float64)
+        kept = keep(rows)
+        return rows[kept], scores[kept]
+
     # recommendations -------------------------------------------------------------------
     def recommend(
         self,
@@ -276,17 +326,15 @@ class Engine:
         scores: list[float] = []
         if fallback is None:
             vec, _ = self.user_vectors([history], [device], [hour])
-            # Deeper by the excluded items, so a heavy user's seen-set cannot eat the candidates
-            # (the offline evaluation searches the same way).
-            depth = self.candidates + (0 if exclude is None else len(exclude))
-            cand_scores, cand_rows = self.search(vec, depth)
-            cand_rows, cand_scores = cand_rows[0], cand_scores[0].astype(np.float64)
-            valid = cand_rows >= 0
-            cand_rows, cand_scores = cand_rows[valid], cand_scores[valid]
-            keep = keep_mask(self.catalog, cand_rows, filters, exclude)
-            cand_rows, cand_scores = apply_popularity_penalty(
-                self.catalog, cand_rows[keep], cand_scores[keep], popularity_penalty
+            cand_scores, cand_rows = self.search(vec, self.ann_depth(0 if exclude is None else len(exclude)))
+            cand_rows, cand_scores = self.rank(
+                vec[0],
+                cand_scores[0],
+                cand_rows[0],
+                profile=self.profile_rows(user_id, recent_items) if self.ranker is not None else _NO_ROWS,
+                keep=lambda rows: keep_mask(self.catalog, rows, filters, exclude),
             )
+            cand_rows, cand_scores = apply_popularity_penalty(self.catalog, cand_rows, cand_scores, popularity_penalty)
             rows, scores = diversify(self.catalog, cand_rows, cand_scores, k, diversity_cap)
             if not rows:
                 fallback = "no_candidates"
@@ -369,6 +417,9 @@ class Engine:
         rows, scores = rows[keep], scores[keep]
         keep = self.catalog.active[rows]
         return self.catalog.hydrate(rows[keep][:k], scores[keep][:k])
+
+
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 def _check_hour(hour: object) -> None:
