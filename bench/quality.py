@@ -24,7 +24,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,12 @@
-"""Serving benchmark: a promoted 1M-item bundle (dim 64, HNSW), the real service under
-uvicorn on loopback, and an open-loop load generator at fixed request rates.
+"""Serving benchmark: a promoted 1M-item bundle (dim 64, HNSW) with its ranking stage
+(candidate sources + the ONNX LambdaRank ranker), the real service under uvicorn on
+loopback, and an open-loop load generator at fixed request rates.
 
-    .venv/bin/python bench/serving.py [--items 1000000] [--rates 100 250 500] [--seconds 12]
+    .venv/bin/python bench/serving.py [--items 1000000] [--rates 100 250 500] [--seconds 12] [--no-ranker]
+
+Before the load runs, the same request mix goes through the Engine in process with and
+without its ranker, so the ranker's share of the per-request CPU is measured beside the
+end-to-end figures.
 
 The bundle and its index are built once and cached under `.recsys/bench/`. Results go to
 `bench/results/serving.json` and a table on stdout. The load generator is a raw asyncio
@@ -31,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the synthetic bundle factory lives with the tests
 
 import faiss  # noqa: E402
-from bundle_factory import make_bundle_dir, write_and_promote  # noqa: E402
+from bundle_factory import add_ranker, make_bundle_dir, write_and_promote  # noqa: E402
 
 from recsys_dagster.bundle.format import read_pointer  # noqa: E402
 from recsys_dagster.lake import Lake  # noqa: E402
@@ -51,8 +56,26 @@ def hnsw_index(emb: np.ndarray, rows: np.ndarray) -> faiss.Index:
     return index
 
 
-def build_bundle(n_items: int, dim: int, n_users: int, n_clusters: int) -> tuple[Path, dict]:
-    """The bundle directory, built once (the HNSW build dominates) and reused."""
+def build_bundle(n_items: int, dim: int, n_users: int, n_clusters: int, ranker: bool) -> tuple[Path, dict]:
+    """The bundle directory, built once (the HNSW build dominates) and reused; the ranked
+    variant is the plain one plus the ranker files."""
+    if ranker:
+        plain, info = build_bundle(n_items, dim, n_users, n_clusters, ranker=False)
+        out = plain.with_name(plain.name + "-ranker")
+        info_path = out / "build.json"
+        if info_path.is_file():
+            return out, {**json.loads(info_path.read_text()), "cached": True}
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(plain, out)
+        t = time.perf_counter()
+        add_ranker(out, seed=7, n_clusters=n_clusters, neighbours=20, train_users=300, trees=100)
+        info = {**info, "ranker": True, "ranker_build_s": round(time.perf_counter() - t, 1)}
+        info["bundle_bytes"] = sum(p.stat().st_size for p in out.iterdir())
+        info.pop("cached", None)
+        info_path.write_text(json.dumps(info, indent=2))
+        return out, {**info, "cached": False}
     out = BENCH_DIR / f"bundle-{n_items}-d{dim}-hnsw{HNSW_M}"
     info_path = out / "build.json"
     if info_path.is_file():
@@ -91,6 +114,34 @@ def build_bundle(n_items: int, dim: int, n_users: int, n_clusters: int) -> tuple
     }
     info_path.write_text(json.dumps(info, indent=2))
     return out, {**info, "cached": False}
+
+
+def stage_costs(bundle: Path, bodies: list[tuple[str, bytes]]) -> dict:
+    """CPU per request of the same requests through the Engine with and without its
+    ranker (one thread, as the server runs it), and the ranking stage's share."""
+    from recsys_dagster.serving.engine import Engine
+
+    engine = Engine.from_dir(bundle, threads=1)
+    plain = engine.without_ranker()
+    requests = [json.loads(b) for _, b in bodies]
+
+    def run(e) -> float:
+        for r in requests[:50]:  # warm-up
+            e.recommend(r["user_id"], recent_items=r.get("recent_items"), k=r["k"], device=r.get("device"))
+        start = time.process_time()
+        for r in requests:
+            e.recommend(r["user_id"], recent_items=r.get("recent_items"), k=r["k"], device=r.get("device"))
+        return 1000 * (time.process_time() - start) / len(requests)
+
+    with_ranker, without = run(engine), run(plain)
+    return {
+        "requests": len(requests),
+        "with_ranker_ms": round(with_ranker, 3),
+        "two_tower_only_ms": round(without, 3),
+        "ranker_share": round(max(0.0, with_ranker - without) / with_ranker, 3) if with_ranker > 0 else None,
+        "trees": engine.ranker.spec.n_trees if engine.ranker else None,
+        "depth": engine.ranker.spec.depth if engine.ranker else None,
+    }
 
 
 def promote(bundle: Path) -> tuple[Lake, str]:
@@ -338,21 +389,29 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=6000)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-ranker", dest="ranker", action="store_false", help="two-tower + index only")
     args = parser.parse_args()
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    bundle, build = build_bundle(args.items, args.dim, args.users, args.clusters)
+    bundle, build = build_bundle(args.items, args.dim, args.users, args.clusters, args.ranker)
     print(
         f"bundle {bundle} ({'cached' if build['cached'] else f'built in {time.perf_counter() - t:.0f}s'})", flush=True
     )
+    bodies = make_bodies(20_000, args.users, args.items, args.clusters)
+    stages = stage_costs(bundle, bodies[:600]) if args.ranker else None
+    if stages:
+        print(
+            f"in process, CPU ms/request: with ranker {stages['with_ranker_ms']}, two-tower only "
+            f"{stages['two_tower_only_ms']}; ranking stage share {stages['ranker_share']:.0%}",
+            flush=True,
+        )
     lake, version = promote(bundle)
     port = free_port()
     proc = start_server(lake, port, BENCH_DIR / "server.log")
     try:
         ready_s = wait_ready(port, proc)
         print(f"server ready in {ready_s:.1f}s (pid {proc.pid}, rss {rss_mb(proc.pid)} MB)", flush=True)
-        bodies = make_bodies(20_000, args.users, args.items, args.clusters)
         asyncio.run(run_rate(port, 100, 2.0, 200, bodies[::-1], 8))  # warm-up, not reported
         runs = []
         for rate in args.rates:
@@ -396,6 +455,7 @@ def main() -> None:
             "open_loop": True,
             "latency_from": "scheduled send time (client queueing included)",
         },
+        "stages_in_process": stages,
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

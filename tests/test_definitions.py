@@ -179,7 +179,7 @@ def test_run_config_is_derived_from_the_plain_dataclasses():
     from recsys_dagster.spark.sessionize import SessionizeConfig
 
     pairs = [
-        (TwoTowerConfig, TrainConfig, {"device", "amp", "history_len"}),
+        (TwoTowerConfig, TrainConfig, {"device", "amp", "history_len", "keep_last"}),
         (TrainingExamplesConfig, ExampleConfig, {"window_days", "weights"}),
         (SessionsConfig, SessionizeConfig, set()),
         (GateSettings, GateConfig, {"min_index_recall"}),

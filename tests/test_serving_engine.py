@@ -410,7 +410,7 @@ def test_assembling_a_week_without_user_seen_is_refused(local_lake, tmp_path: Pa
         pa.table({"user_id": ["u1"], "history": pa.array([["i1"]], pa.list_(pa.string()))}),
     )
     with pytest.raises(ValueError, match="user_seen is missing.*re-run training_examples"):
-        assemble_bundle_dir(local_lake, week, tmp_path / "bundle", ranker="ship")
+        assemble_bundle_dir(local_lake, week, tmp_path / "bundle", stage="ship")
 
 
 # --- diversity --------------------------------------------------------------------------------

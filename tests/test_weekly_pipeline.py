@@ -202,6 +202,27 @@ def test_ranker_metadata_and_lake_files(weekly_run):
         assert all(lake.exists(f"{ranker_prefix(WEEK, variant)}/{name}") for name in RANKER_FILES)
 
 
+def test_towers_are_refit_on_the_whole_window_and_the_refit_is_what_ships(weekly_run, tmp_path):
+    lake, _instance, _res, result = weekly_run
+    from recsys_dagster.bundle.assemble import artifact_prefix, assemble_bundle_dir
+    from recsys_dagster.ml.artifacts import TrainSummary
+
+    m = _meta(result, "two_tower_model")
+    gated = TrainSummary.from_json(lake.get_bytes(f"{artifact_prefix(WEEK, 'model')}/train_summary.json"))
+    refit = TrainSummary.from_json(lake.get_bytes(f"{artifact_prefix(WEEK, 'model_refit')}/train_summary.json"))
+    assert m["refit"] is True and m["refit_epochs"] == refit.epochs_run == max(1, gated.best_epoch)
+    assert refit.final_metrics["train_examples"] > gated.final_metrics["train_examples"]
+    for kind in ("embeddings_refit", "index_refit"):
+        assert lake.has_data(artifact_prefix(WEEK, kind))
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert "refit/recall@10" in checks["faiss_index_recall"].metadata
+    shipped = assemble_bundle_dir(lake, WEEK, tmp_path / "ship", stage="ship")
+    evaluated = assemble_bundle_dir(lake, WEEK, tmp_path / "eval", stage="eval")
+    assert shipped.refit and not evaluated.refit
+    assert shipped.ranker["refit"] and not evaluated.ranker["refit"]
+    assert (tmp_path / "ship" / "user_tower.onnx").read_bytes() != (tmp_path / "eval" / "user_tower.onnx").read_bytes()
+
+
 def test_gate_refuses_with_its_true_reasons_and_rollback_refuses_without_history(weekly_run):
     """250 users over two weeks give fewer test users than the gate's 200: the honest gate
     refuses, whatever the model, and says why; the other rules are judged on their own."""

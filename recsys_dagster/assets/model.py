@@ -18,7 +18,8 @@ TRAINING_POOL = "training"
 
 # device and amp come from the compute resource, history_len from the examples (the model
 # must read the histories the examples were built with, as serving will).
-TwoTowerConfig = config_from(TrainConfig, exclude=("device", "amp", "history_len"))
+# keep_last is the refit's own setting.
+TwoTowerConfig = config_from(TrainConfig, exclude=("device", "amp", "history_len", "keep_last"))
 
 
 def _epoch_text(row: dict) -> str:
@@ -43,7 +44,7 @@ def two_tower_model(
     mlflow: MlflowResource,
     compute: ComputeResource,
 ) -> MaterializeResult:
-    from recsys_dagster.ml.package import fit_week
+    from recsys_dagster.ml.package import fit_week, refit_week
 
     week = context.partition_key
     the_lake = lake.get_lake()
@@ -67,6 +68,23 @@ def two_tower_model(
     )
     prefix = artifact_prefix(week, "model")
     the_lake.replace_prefix(prefix, trained.files)
+    refit_prefix = artifact_prefix(week, "model_refit")
+    refit_meta: dict = {"refit": cfg.refit}
+    if cfg.refit:
+        refit, refit_files = refit_week(
+            [train, validation, the_lake.read_parquet(f"{base}/test")],
+            items,
+            cfg,
+            trained.summary,
+            week=week,
+            store=mlflow.store(),
+            checkpoint_dir=checkpoints / "refit",
+            on_epoch=lambda epoch, row: context.log.info(f"refit epoch {epoch}: {_epoch_text(row)}"),
+        )
+        the_lake.replace_prefix(refit_prefix, refit_files)
+        refit_meta.update(refit_epochs=refit.epochs_run, refit_onnx_max_abs_diff=float(refit.onnx_max_abs_diff))
+    else:
+        the_lake.delete_prefix(refit_prefix)  # an older refit of this week must not ship
     shutil.rmtree(checkpoints, ignore_errors=True)
 
     s = trained.summary
@@ -87,6 +105,7 @@ def two_tower_model(
             "examples_per_s": round(s.examples_per_s, 1),
             "train_seconds": round(s.load_seconds + s.compute_seconds, 1),
             "onnx_max_abs_diff": float(s.onnx_max_abs_diff),
+            **refit_meta,
             "per_epoch": md_kv({row["epoch"]: _epoch_text(row) for row in s.history}, "epoch", "metrics"),
             "path": MetadataValue.path(f"{the_lake.uri}/{prefix}"),
         }

@@ -57,24 +57,31 @@ class BundleMeta(Record):
     n_active_items: int
     n_users_with_history: int
     n_users_with_seen: int
-    ranker: dict[str, Any] | None = None  # the shipped ranker's `RankerSpec` (None: two-tower only)
+    ranker: dict[str, Any] | None = None  # the bundle's `RankerSpec` (None: two-tower only)
+    refit: bool = False  # the towers are the production refit (the whole window)
 
 
-def assemble_bundle_dir(lake: Lake, week: str, dest: Path, *, ranker: str | None) -> BundleMeta:
+STAGES = ("two_tower", "eval", "ship")
+
+
+def assemble_bundle_dir(lake: Lake, week: str, dest: Path, *, stage: str) -> BundleMeta:
     """Write the bundle files of `week` into `dest` (and `index.json`); returns the model
     and index facts the manifest carries. A week whose training output predates
     `user_seen/` is refused: re-run its training examples.
 
-    `ranker` names the ranking stage to include: "eval" (the gated ranker, statistics at
-    the test cut: what the evaluation scores), "ship" (what is deployed: the refit, or the
-    gated ranker when refit is off), or None (the two-tower model alone). A week without a
-    ranker artifact assembles without one."""
+    `stage` says which system: "two_tower" (the gated towers and their index, no ranker:
+    what the ranker is fitted over), "eval" (the gated towers with the gated ranker and its
+    statistics at the test cut: what the evaluation scores), "ship" (what is deployed: the
+    refit towers and ranker when the week was refit, else the gated ones). A week without
+    a ranker artifact assembles without one."""
     from recsys_dagster.ml.artifacts import SUMMARY, USER_TOWER, TrainSummary
     from recsys_dagster.ml.index import IndexReport
     from recsys_dagster.serving.ranker import RANKER_FILES, RANKER_SPEC, RankerSpec
 
-    if ranker not in (None, "eval", "ship"):
-        raise ValueError(f"ranker must be 'eval', 'ship' or None, got {ranker!r}")
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    refit = stage == "ship" and lake.exists(f"{artifact_prefix(week, 'index_refit')}/index.json")
+    suffix = "_refit" if refit else ""
 
     training = week_prefix(TRAINING, week)
     if not lake.has_data(f"{training}/user_seen"):
@@ -83,7 +90,7 @@ def assemble_bundle_dir(lake: Lake, week: str, dest: Path, *, ranker: str | None
             "re-run training_examples for this week"
         )
     dest.mkdir(parents=True, exist_ok=True)
-    model, emb, index = (artifact_prefix(week, k) for k in ("model", "embeddings", "index"))
+    model, emb, index = (artifact_prefix(week, f"{k}{suffix}") for k in ("model", "embeddings", "index"))
     (dest / "user_tower.onnx").write_bytes(lake.get_bytes(f"{model}/{USER_TOWER}"))
     (dest / "items.parquet").write_bytes(lake.get_bytes(f"{emb}/items.parquet"))
     (dest / "item_embeddings.npy").write_bytes(lake.get_bytes(f"{emb}/item_embeddings.npy"))
@@ -98,8 +105,8 @@ def assemble_bundle_dir(lake: Lake, week: str, dest: Path, *, ranker: str | None
     items = pq.read_table(dest / "items.parquet")
     (dest / "popular.json").write_text(json.dumps(popular_json(items)))
     spec = None
-    ranker_dir = f"{artifact_prefix(week, 'ranker')}/{ranker}"
-    if ranker is not None and lake.exists(f"{ranker_dir}/{RANKER_SPEC}"):
+    ranker_dir = f"{artifact_prefix(week, 'ranker')}/{stage}"
+    if stage != "two_tower" and lake.exists(f"{ranker_dir}/{RANKER_SPEC}"):
         for name in RANKER_FILES:
             (dest / name).write_bytes(lake.get_bytes(f"{ranker_dir}/{name}"))
         spec = RankerSpec.from_json((dest / RANKER_SPEC).read_bytes()).to_dict()
@@ -117,4 +124,5 @@ def assemble_bundle_dir(lake: Lake, week: str, dest: Path, *, ranker: str | None
         n_users_with_history=histories.num_rows,
         n_users_with_seen=seen.num_rows,
         ranker=spec,
+        refit=refit,
     )

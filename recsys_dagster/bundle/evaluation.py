@@ -37,7 +37,7 @@ def evaluate_week(
 
     base = week_prefix(TRAINING, week)
     cand_dir = workdir / "candidate"
-    assemble_bundle_dir(lake, week, cand_dir, ranker="eval")
+    assemble_bundle_dir(lake, week, cand_dir, stage="eval")
     candidate = Engine.from_dir(cand_dir, version=f"candidate-{week}")
     pointer = read_pointer(lake)
     champion = None

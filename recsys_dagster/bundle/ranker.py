@@ -84,7 +84,7 @@ def fit_week_ranker(lake: Lake, week: str, workdir: Path, cfg: RankerConfig) -> 
     tic = time.perf_counter()
     base = week_prefix(TRAINING, week)
     cand_dir = workdir / "two_tower"
-    assemble_bundle_dir(lake, week, cand_dir, ranker=None)
+    assemble_bundle_dir(lake, week, cand_dir, stage="two_tower")
     engine = Engine.from_dir(cand_dir, version=f"two-tower-{week}")
     items = pq.read_table(cand_dir / "items.parquet")
     examples, _ = read_summary(lake, week)

@@ -110,7 +110,7 @@ def release(
     if per_user.num_rows != evaluation.n_users:
         raise ValueError(f"per_user.parquet has {per_user.num_rows} rows, metrics.json {evaluation.n_users} users")
     bundle_dir = workdir / "bundle"
-    bundle_meta = assemble_bundle_dir(lake, week, bundle_dir, ranker="ship")
+    bundle_meta = assemble_bundle_dir(lake, week, bundle_dir, stage="ship")
     infra = infra_check(bundle_dir)
 
     pointer = read_pointer(lake)
@@ -172,10 +172,14 @@ def release(
             "index_type": bundle_meta.index_type,
             "index_params": bundle_meta.index_params,
             "history_len": bundle_meta.history_len,
-            # What shipped (the refit, unless refit is off) beside what the gate evaluated.
-            "ranker": None
-            if bundle_meta.ranker is None
-            else {"shipped": bundle_meta.ranker, "gated": gated_ranker(lake, week)},
+            # The gate judged `metrics` on the gated towers and ranker; what ships is their
+            # refit on the whole window unless refit was off ("refit": false).
+            "refit": {
+                "towers": bundle_meta.refit,
+                "ranker": bool(bundle_meta.ranker and bundle_meta.ranker["refit"]),
+                "gated_ranker": gated_ranker(lake, week),
+                "shipped_ranker": bundle_meta.ranker,
+            },
             "infra_check": infra.to_dict(),
         },
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,39 @@ def fit_week(
         summary, files = package_model(result, cfg, week, run_id, model_version)
         tracking.log_epoch_metrics(result.epochs_run, {"onnx_max_abs_diff": summary.onnx_max_abs_diff})
     return TrainedWeek(summary, files, tracking.run_url(store, run_id))
+
+
+def refit_week(
+    splits: list[pa.Table],
+    items: pa.Table,
+    cfg: TrainConfig,
+    gated: TrainSummary,
+    *,
+    week: str,
+    store: tracking.TrackingStore,
+    checkpoint_dir: Path,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+) -> tuple[TrainSummary, dict[str, bytes]]:
+    """The production refit: the same settings on every split of the window (train,
+    validation, test) for the gated model's best epoch count, keeping the last epoch. Its
+    per-epoch metrics (on the test split, now inside its training data: a sanity check,
+    not an evaluation) and its ONNX user tower are logged on the gated model's run."""
+    epochs = max(1, gated.best_epoch)
+    refit_cfg = replace(cfg, epochs=epochs, patience=epochs + 1, keep_last=True, refit=False)
+    everything = pa.concat_tables([s.select(splits[0].column_names) for s in splits], promote_options="none")
+    result = train_two_tower(everything, splits[-1], items, refit_cfg, checkpoint_dir, on_epoch=on_epoch)
+    summary, files = package_model(result, refit_cfg, week, gated.mlflow_run_id, gated.mlflow_model_version)
+    tracking.log_test_metrics(
+        store,
+        gated.mlflow_run_id,
+        {
+            "refit_epochs": epochs,
+            "refit_train_examples": everything.num_rows,
+            "refit_onnx_max_abs_diff": summary.onnx_max_abs_diff,
+        },
+    )
+    tracking.log_files(store, gated.mlflow_run_id, {USER_TOWER: files[USER_TOWER], SUMMARY: files[SUMMARY]}, "refit")
+    return summary, files
 
 
 def load_model(summary: TrainSummary, features_json: bytes, weights: bytes) -> tuple[TwoTower, ItemFeatures]:

@@ -72,6 +72,14 @@ class TrainConfig:
     # otherwise sums in thread order, and two runs with one seed drift by ~1e-7.
     deterministic: bool = documented(True, "Deterministic kernels, so one seed gives one model.")
     resume: bool = documented(True, "Resume from the run's last checkpoint when one matches this config.")
+    refit: bool = documented(
+        True,
+        "After training, refit the towers on the whole window (train + validation + test) for the early-stopped "
+        "number of epochs; the refit ships, the gated model is what the evaluation scored. Off: ship the gated model.",
+    )
+    # Set by the refit itself: its validation split is inside its training data, so the
+    # best epoch by validation means nothing there; the last epoch is the model.
+    keep_last: bool = documented(False, "Keep the last epoch's weights rather than the best by validation.")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.context_dropout <= 1.0:
@@ -498,14 +506,14 @@ def _train(
         _checkpoint(ck_path, state, model, opt, cfg, inp.features)
         if on_epoch is not None:
             on_epoch(state.epoch, row)
-    if state.best_state is not None:
+    if state.best_state is not None and not cfg.keep_last:
         model.load_state_dict(state.best_state)
     model.eval()
     return TrainResult(
         model=model,
         features=inp.features,
         epochs_run=len(state.history),
-        best_epoch=state.best_epoch,
+        best_epoch=state.epoch if cfg.keep_last else state.best_epoch,
         history=state.history,
         final_metrics=_final_metrics(model, inp, state),
         examples_per_s=timing.examples / timing.train_s if timing.train_s > 0 else 0.0,
