@@ -322,10 +322,17 @@ def add_ranker(
         cooc_indices=cooc[1],
         cooc_data=cooc[2],
         trending_rows=np.flatnonzero(active)[np.argsort(-recent[active], kind="stable")].astype(np.int64),
+        trending_scores=np.sort(recent[active])[::-1].astype(np.float32),
     )
     stats.validate(n)
     spec = make_spec(
-        cfg, trending_days=1, cut_us=1_790_000_000_000_000, trained_on=["synthetic"], trees=trees, refit=False
+        cfg,
+        trending_days=1,
+        cut_us=1_790_000_000_000_000,
+        trained_on=["synthetic"],
+        trees=trees,
+        refit=False,
+        tower_run_id="synthetic",
     )
 
     engine = Engine.from_dir(out)

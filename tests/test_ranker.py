@@ -39,7 +39,9 @@ CUT = 1_790_000_000_000_000
 
 def _spec(**depth) -> RankerSpec:
     cfg = RankerConfig(**{f"depth_{k}": v for k, v in depth.items()})
-    return make_spec(cfg, trending_days=1, cut_us=CUT, trained_on=["validation"], trees=1, refit=False)
+    return make_spec(
+        cfg, trending_days=1, cut_us=CUT, trained_on=["validation"], trees=1, refit=False, tower_run_id="t"
+    )
 
 
 def _stats(n: int = 10) -> ItemStats:
@@ -63,6 +65,7 @@ def _stats(n: int = 10) -> ItemStats:
         cooc_indices=np.zeros(0, np.int32),
         cooc_data=np.zeros(0, np.float32),
         trending_rows=rows[::-1].astype(np.int64).copy(),
+        trending_scores=rows[::-1].astype(np.float32).copy(),
     )
 
 
@@ -186,7 +189,8 @@ def _ranking_data(n_queries: int = 80, per_query: int = 40, seed: int = 0) -> Ra
 def test_lambdarank_learns_and_the_onnx_export_scores_exactly_as_lightgbm():
     data = _ranking_data()
     names = feature_names((1, 3, 7, 28))
-    fit = fit_lambdarank(data, RankerConfig(max_trees=60, min_data_in_leaf=5), names)
+    fit = fit_lambdarank(data, RankerConfig(max_trees=60, min_data_in_leaf=5, tune_seconds=0), names)
+    assert len(fit.trials) == 1 and fit.params["min_data_in_leaf"] == 5  # no search: the configured values
     assert 1 <= fit.best_iteration <= 60 and fit.holdout_ndcg_at_20 > 0.5
     model = to_onnx(fit.booster, len(names))
     assert onnx_parity(fit.booster, model, data.features) < 1e-5
@@ -201,6 +205,19 @@ def test_lambdarank_learns_and_the_onnx_export_scores_exactly_as_lightgbm():
     top3 = np.argsort(-s, axis=1)[:, :3]
     hits = np.take_along_axis(fresh.labels.reshape(len(fresh.groups), -1), top3, axis=1).mean()
     assert hits > 0.4  # random: 3 / 40
+
+
+def test_the_search_starts_from_the_configured_values_and_keeps_the_best():
+    data = _ranking_data()
+    names = feature_names((1, 3, 7, 28))
+    cfg = RankerConfig(max_trees=40, min_data_in_leaf=5, tune_seconds=30, tune_trials=4)
+    fit = fit_lambdarank(data, cfg, names)
+    assert len(fit.trials) == 4
+    first = fit.trials[0]
+    assert (first["num_leaves"], first["learning_rate"], first["min_data_in_leaf"]) == (31, 0.05, 5)
+    assert fit.holdout_ndcg_at_20 == max(t["holdout_ndcg@20"] for t in fit.trials)
+    assert set(fit.params) == {"num_leaves", "learning_rate", "min_data_in_leaf", "feature_fraction"}
+    assert fit.booster.num_trees() == fit.best_iteration
 
 
 def test_lambdarank_refuses_too_few_queries_with_a_target():

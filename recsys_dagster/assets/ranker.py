@@ -63,6 +63,7 @@ def ranker(
             "ranker_holdout_ndcg_at_20": report.holdout_ndcg_at_20,
             "ranker_validation_pool_recall": report.validation_pool_recall,
             "ranker_test_pool_recall": report.test_pool_recall,
+            "ranker_tuning_trials": len(report.tuning_trials),
         },
     )
     prefix = ranker_prefix(week)
@@ -84,6 +85,8 @@ def ranker(
             "candidate_pool_recall/validation": round(report.validation_pool_recall, 5),
             "candidate_pool_recall/test": round(report.test_pool_recall, 5),
             "trending_window_days": report.trending_days,
+            "tuning_trials": len(report.tuning_trials),
+            "tuned": MetadataValue.json(report.tuned_params),
             "refit": report.refit,
             "onnx_max_abs_diff": report.onnx_max_abs_diff,
             "top_features": md_kv(top_features, "feature", "share of gain"),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -25,6 +26,15 @@ POPULAR_TOP_N = 1000
 def artifact_prefix(week: str, kind: str) -> str:
     """`model`, `embeddings` or `index` artifacts of a week."""
     return f"{week_prefix(ARTIFACTS, week)}/{kind}"
+
+
+def trending_json(items: pa.Table, rows: np.ndarray, scores: np.ndarray, top_n: int = POPULAR_TOP_N) -> dict:
+    """The ranker's trending order (statistics at its cut), active items only, best first."""
+    ids = items.column("item_id").to_pylist()
+    active = np.asarray(items.column("active").fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    keep = active[rows]
+    rows, scores = rows[keep][:top_n], scores[keep][:top_n]
+    return {"items": [{"item_id": ids[r], "score": float(s)} for r, s in zip(rows.tolist(), scores.tolist())]}
 
 
 def popular_json(items: pa.Table, top_n: int = POPULAR_TOP_N) -> dict:
@@ -76,7 +86,7 @@ def assemble_bundle_dir(lake: Lake, week: str, dest: Path, *, stage: str) -> Bun
     a ranker artifact assembles without one."""
     from recsys_dagster.ml.artifacts import SUMMARY, USER_TOWER, TrainSummary
     from recsys_dagster.ml.index import IndexReport
-    from recsys_dagster.serving.ranker import RANKER_FILES, RANKER_SPEC, RankerSpec
+    from recsys_dagster.serving.ranker import RANKER_FILES, RANKER_SPEC, RANKER_STATS, ItemStats, RankerSpec
 
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
@@ -109,7 +119,21 @@ def assemble_bundle_dir(lake: Lake, week: str, dest: Path, *, stage: str) -> Bun
     if stage != "two_tower" and lake.exists(f"{ranker_dir}/{RANKER_SPEC}"):
         for name in RANKER_FILES:
             (dest / name).write_bytes(lake.get_bytes(f"{ranker_dir}/{name}"))
-        spec = RankerSpec.from_json((dest / RANKER_SPEC).read_bytes()).to_dict()
+        ranker_spec = RankerSpec.from_json((dest / RANKER_SPEC).read_bytes())
+        tower = TrainSummary.from_json(lake.get_bytes(f"{model}/{SUMMARY}")).mlflow_run_id
+        if ranker_spec.tower_run_id != tower:
+            raise ValueError(
+                f"week {week}: the ranker was fitted over two-tower run {ranker_spec.tower_run_id}, but the week's "
+                f"model is run {tower}: re-materialize `ranker` (and `model_evaluation`) for this week"
+            )
+        spec = ranker_spec.to_dict()
+        # The fallback for users without history follows the ranker's trending source:
+        # counted up to the statistics' cut, not only over the train split.
+        stats = ItemStats.load(dest / RANKER_STATS, items.num_rows)
+        if len(stats.trending_rows):
+            (dest / "popular.json").write_text(
+                json.dumps(trending_json(items, stats.trending_rows, stats.trending_scores))
+            )
     summary = TrainSummary.from_json(lake.get_bytes(f"{model}/{SUMMARY}"))
     if report.k != 10:
         raise ValueError(f"week {week}: index.json measured recall@{report.k}; the gate needs recall@10")

@@ -86,6 +86,7 @@ def fit_week_ranker(lake: Lake, week: str, workdir: Path, cfg: RankerConfig) -> 
     cand_dir = workdir / "two_tower"
     assemble_bundle_dir(lake, week, cand_dir, stage="two_tower")
     engine = Engine.from_dir(cand_dir, version=f"two-tower-{week}")
+    tower = tower_run(lake, week)
     items = pq.read_table(cand_dir / "items.parquet")
     examples, _ = read_summary(lake, week)
     validation_start = split_start(examples.split_ranges, "validation")
@@ -118,7 +119,9 @@ def fit_week_ranker(lake: Lake, week: str, workdir: Path, cfg: RankerConfig) -> 
         return item_stats(positives, items, cut_us=cut_us, trending_days=trending, cfg=cfg)
 
     tic = time.perf_counter()
-    spec_val = make_spec(cfg, trending_days=trending, cut_us=val_us, trained_on=[], trees=0, refit=False)
+    spec_val = make_spec(
+        cfg, trending_days=trending, cut_us=val_us, trained_on=[], trees=0, refit=False, tower_run_id=tower
+    )
     data_val = rank_data(engine, stats_at(val_us), spec_val, val_q)
     names = spec_val.feature_names
     clock["validation_features"] = time.perf_counter() - tic
@@ -129,7 +132,13 @@ def fit_week_ranker(lake: Lake, week: str, workdir: Path, cfg: RankerConfig) -> 
     tic = time.perf_counter()
     stats_test = stats_at(test_us)
     spec_eval = make_spec(
-        cfg, trending_days=trending, cut_us=test_us, trained_on=["validation"], trees=fit.best_iteration, refit=False
+        cfg,
+        trending_days=trending,
+        cut_us=test_us,
+        trained_on=["validation"],
+        trees=fit.best_iteration,
+        refit=False,
+        tower_run_id=tower,
     )
     data_test = rank_data(engine, stats_test, spec_eval, test_q)
     clock["test_features"] = time.perf_counter() - tic
@@ -142,7 +151,7 @@ def fit_week_ranker(lake: Lake, week: str, workdir: Path, cfg: RankerConfig) -> 
     ship_booster = fit.booster
     if cfg.refit:
         tic = time.perf_counter()
-        ship_booster = fit_fixed(concat(data_val, data_test), cfg, names, fit.best_iteration)
+        ship_booster = fit_fixed(concat(data_val, data_test), cfg, names, fit.best_iteration, tuned=fit.params)
         ship_onnx = to_onnx(ship_booster, len(names))
         parity_refit = onnx_parity(ship_booster, ship_onnx, data_test.features)
         spec_ship = make_spec(
@@ -152,6 +161,7 @@ def fit_week_ranker(lake: Lake, week: str, workdir: Path, cfg: RankerConfig) -> 
             trained_on=["validation", "test"],
             trees=fit.best_iteration,
             refit=True,
+            tower_run_id=tower,
         )
         _write_variant(lake, ranker_prefix(week, SHIP), ship_onnx, spec_ship, stats_at(end_us), workdir)
         clock["refit"] = time.perf_counter() - tic
@@ -172,10 +182,19 @@ def fit_week_ranker(lake: Lake, week: str, workdir: Path, cfg: RankerConfig) -> 
         onnx_max_abs_diff_refit=parity_refit,
         refit=cfg.refit,
         feature_importance=importance(fit.booster, names),
+        tuned_params=fit.params,
+        tuning_trials=fit.trials,
         seconds={k: round(v, 2) for k, v in clock.items()},
     )
     lake.put_bytes(f"{ranker_prefix(week)}/{REPORT}", report.to_json().encode())
     return report
+
+
+def tower_run(lake: Lake, week: str) -> str:
+    """The MLflow run of the week's two-tower model (gated and refit share it)."""
+    from recsys_dagster.ml.artifacts import SUMMARY, TrainSummary
+
+    return TrainSummary.from_json(lake.get_bytes(f"{artifact_prefix(week, 'model')}/{SUMMARY}")).mlflow_run_id
 
 
 def read_report(lake: Lake, week: str) -> RankerReport | None:

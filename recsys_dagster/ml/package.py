@@ -116,7 +116,7 @@ def refit_week(
     validation, test) for the gated model's best epoch count, keeping the last epoch. Its
     per-epoch metrics (on the test split, now inside its training data: a sanity check,
     not an evaluation) and its ONNX user tower are logged on the gated model's run."""
-    epochs = max(1, gated.best_epoch)
+    epochs = gated.best_epoch  # 0 when the gated model is the initial one (epochs=0): so is the refit
     refit_cfg = replace(cfg, epochs=epochs, patience=epochs + 1, keep_last=True, refit=False)
     everything = pa.concat_tables([s.select(splits[0].column_names) for s in splits], promote_options="none")
     result = train_two_tower(everything, splits[-1], items, refit_cfg, checkpoint_dir, on_epoch=on_epoch)

@@ -61,7 +61,15 @@ class RankerConfig:
     max_trees: int = documented(300, "Most boosting rounds; early stopping on held-out validation users picks fewer.")
     early_stopping: int = documented(30, "Rounds without NDCG@20 gain on the held-out users before stopping.")
     min_data_in_leaf: int = documented(50, "LightGBM min_data_in_leaf.")
-    holdout_share: float = documented(0.2, "Share of validation users held out to choose the number of trees.")
+    holdout_share: float = documented(
+        0.2, "Share of validation users held out to choose the number of trees and the tuned settings."
+    )
+    tune_seconds: float = documented(
+        20.0,
+        "Time budget of the Optuna search (num_leaves, learning_rate, min_data_in_leaf, feature_fraction) on the "
+        "held-out validation users; the configured values are the first trial. 0 = no search.",
+    )
+    tune_trials: int = documented(30, "Most Optuna trials within the time budget.")
     refit: bool = documented(
         True,
         "Ship a refit: the ranker on the validation and test queries and item statistics over the whole "
@@ -81,6 +89,8 @@ class RankerConfig:
             raise ValueError(f"holdout_share must be in (0, 1), got {self.holdout_share}")
         if not 0 < self.recency_decay <= 1:
             raise ValueError(f"recency_decay must be in (0, 1], got {self.recency_decay}")
+        if self.tune_seconds < 0 or self.tune_trials < 1:
+            raise ValueError("tune_seconds must be >= 0 and tune_trials >= 1")
 
     def depth(self) -> dict[str, int]:
         values = (self.depth_two_tower, self.depth_item_knn, self.depth_cooccurrence, self.depth_trending)
@@ -161,6 +171,7 @@ def item_stats(
         cooc_indices=cooc_idx,
         cooc_data=cooc_val,
         trending_rows=trending_rows.astype(np.int64),
+        trending_scores=trending[trending_rows].astype(np.float32),
     )
 
 
@@ -272,7 +283,10 @@ def rank_data(engine, stats: ItemStats, spec: RankerSpec, queries: RankQueries) 
 # --- training and export -------------------------------------------------------------------
 
 
-def _params(cfg: RankerConfig) -> dict[str, Any]:
+TUNED = ("num_leaves", "learning_rate", "min_data_in_leaf", "feature_fraction")
+
+
+def _params(cfg: RankerConfig, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "objective": "lambdarank",
         "metric": "ndcg",
@@ -281,6 +295,7 @@ def _params(cfg: RankerConfig) -> dict[str, Any]:
         "learning_rate": cfg.learning_rate,
         "min_data_in_leaf": cfg.min_data_in_leaf,
         "feature_fraction": 0.9,
+        **(tuned or {}),
         "bagging_fraction": 0.9,
         "bagging_freq": 1,
         "lambdarank_truncation_level": 50,
@@ -320,11 +335,56 @@ class FitResult:
     holdout_ndcg_at_20: float
     train_seconds: float
     queries: int
+    params: dict[str, Any]  # the tuned settings (`TUNED`) the model was fitted with
+    trials: list[dict[str, Any]]  # every Optuna trial: settings, trees, holdout NDCG@20
+
+
+def _search(fit_set, hold_set, cfg: RankerConfig) -> tuple[dict[str, Any], int, float, list[dict[str, Any]]]:
+    """Optuna TPE over `TUNED` within `cfg.tune_seconds`, each trial early-stopped on the
+    held-out users; the configured values are the first trial, so the search can only keep
+    or improve the holdout NDCG@20. Returns the best settings, trees, NDCG and the trials."""
+    import lightgbm as lgb
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed))
+    study.enqueue_trial(
+        {"num_leaves": cfg.num_leaves, "learning_rate": cfg.learning_rate, "min_data_in_leaf": cfg.min_data_in_leaf}
+        | {"feature_fraction": 0.9}
+    )
+
+    def objective(trial) -> float:
+        tuned = {
+            "num_leaves": trial.suggest_int("num_leaves", 7, 127, log=True),
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+            "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 5, 400, log=True),
+            "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
+        }
+        probe = lgb.train(
+            _params(cfg, tuned),
+            fit_set,
+            num_boost_round=cfg.max_trees,
+            valid_sets=[hold_set],
+            callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False)],
+        )
+        trial.set_user_attr("trees", max(1, int(probe.best_iteration or cfg.max_trees)))
+        return float(probe.best_score["valid_0"]["ndcg@20"])
+
+    budget = None if cfg.tune_seconds == 0 else cfg.tune_seconds
+    study.optimize(objective, n_trials=1 if budget is None else cfg.tune_trials, timeout=budget)
+    trials = [
+        {**t.params, "trees": t.user_attrs.get("trees"), "holdout_ndcg@20": t.value}
+        for t in study.trials
+        if t.value is not None
+    ]
+    best = study.best_trial
+    return dict(best.params), int(best.user_attrs["trees"]), float(best.value), trials
 
 
 def fit_lambdarank(data: RankData, cfg: RankerConfig, names: list[str]) -> FitResult:
-    """Early stopping on held-out users picks the number of trees; the model returned is
-    refitted on every query with that many trees."""
+    """Early stopping on held-out users picks the number of trees (and the Optuna search,
+    within its time budget, the tuned settings); the model returned is refitted on every
+    query with those."""
     import lightgbm as lgb
 
     groups = _with_positive(data)
@@ -337,28 +397,26 @@ def fit_lambdarank(data: RankData, cfg: RankerConfig, names: list[str]) -> FitRe
     start = time.perf_counter()
     x_fit, y_fit, g_fit = _select_groups(data, groups[~held])
     x_hold, y_hold, g_hold = _select_groups(data, groups[held])
-    params = _params(cfg)
     fit_set = lgb.Dataset(x_fit, y_fit, group=g_fit, feature_name=names, free_raw_data=False)
-    hold_set = lgb.Dataset(x_hold, y_hold, group=g_hold, reference=fit_set)
-    probe = lgb.train(
-        params,
-        fit_set,
-        num_boost_round=cfg.max_trees,
-        valid_sets=[hold_set],
-        callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False)],
-    )
-    best = max(1, int(probe.best_iteration or cfg.max_trees))
-    holdout_ndcg = float(probe.best_score["valid_0"]["ndcg@20"])
-    booster = fit_fixed(data, cfg, names, best, groups)
-    return FitResult(booster, best, holdout_ndcg, time.perf_counter() - start, len(groups))
+    hold_set = lgb.Dataset(x_hold, y_hold, group=g_hold, reference=fit_set, free_raw_data=False)
+    tuned, best, holdout_ndcg, trials = _search(fit_set, hold_set, cfg)
+    booster = fit_fixed(data, cfg, names, best, groups, tuned)
+    return FitResult(booster, best, holdout_ndcg, time.perf_counter() - start, len(groups), tuned, trials)
 
 
-def fit_fixed(data: RankData, cfg: RankerConfig, names: list[str], trees: int, groups: np.ndarray | None = None):
+def fit_fixed(
+    data: RankData,
+    cfg: RankerConfig,
+    names: list[str],
+    trees: int,
+    groups: np.ndarray | None = None,
+    tuned: dict[str, Any] | None = None,
+):
     import lightgbm as lgb
 
     groups = _with_positive(data) if groups is None else groups
     x, y, g = _select_groups(data, groups)
-    return lgb.train(_params(cfg), lgb.Dataset(x, y, group=g, feature_name=names), num_boost_round=trees)
+    return lgb.train(_params(cfg, tuned), lgb.Dataset(x, y, group=g, feature_name=names), num_boost_round=trees)
 
 
 def concat(a: RankData, b: RankData) -> RankData:
@@ -480,7 +538,16 @@ def iso(us: int) -> str:
     return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat()
 
 
-def make_spec(cfg: RankerConfig, *, trending_days: int, cut_us: int, trained_on: list[str], trees: int, refit: bool):
+def make_spec(
+    cfg: RankerConfig,
+    *,
+    trending_days: int,
+    cut_us: int,
+    trained_on: list[str],
+    trees: int,
+    refit: bool,
+    tower_run_id: str,
+) -> RankerSpec:
     return RankerSpec(
         feature_names=feature_names(cfg.windows_days),
         windows_days=list(cfg.windows_days),
@@ -492,6 +559,7 @@ def make_spec(cfg: RankerConfig, *, trending_days: int, cut_us: int, trained_on:
         trained_on=trained_on,
         n_trees=trees,
         refit=refit,
+        tower_run_id=tower_run_id,
     )
 
 
@@ -511,4 +579,6 @@ class RankerReport(Record):
     onnx_max_abs_diff_refit: float
     refit: bool
     feature_importance: dict[str, float]
+    tuned_params: dict[str, Any]  # what the Optuna search chose (the configured values when it did not run)
+    tuning_trials: list[dict[str, Any]]  # every trial: settings, trees, holdout NDCG@20
     seconds: dict[str, float] = field(default_factory=dict)

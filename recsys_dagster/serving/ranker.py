@@ -76,6 +76,9 @@ class RankerSpec(Record):
     trained_on: list[str]  # the query windows the model was fitted on ("validation", "test")
     n_trees: int
     refit: bool  # True for the production refit (statistics and model over the whole window)
+    # The MLflow run of the two-tower model whose ANN and scores it was fitted over ("" in
+    # specs written before it was recorded: serving does not need it, assembly refuses them).
+    tower_run_id: str = ""
 
     def __post_init__(self) -> None:
         if list(self.feature_names) != feature_names(self.windows_days):
@@ -105,6 +108,7 @@ class ItemStats:
     cooc_indices: np.ndarray
     cooc_data: np.ndarray
     trending_rows: np.ndarray  # int64: items by trending score, best first (every item with a positive)
+    trending_scores: np.ndarray  # float32, aligned with trending_rows: positives in the trending window
 
     @property
     def n_items(self) -> int:
@@ -140,6 +144,8 @@ class ItemStats:
                 raise RankerError(f"ranker {kind} neighbours point outside the {n_items} items")
         if len(self.trending_rows) and (self.trending_rows.min() < 0 or self.trending_rows.max() >= n_items):
             raise RankerError("ranker trending rows point outside the items")
+        if len(self.trending_scores) != len(self.trending_rows):
+            raise RankerError("ranker trending scores and rows differ in length")
 
 
 def _neighbour_scores(
