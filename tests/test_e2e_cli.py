@@ -74,7 +74,7 @@ def test_demo_promotes_a_bundle(demo):
         assert (lake / "evaluation" / f"week={week}" / "metrics.json").is_file()
     # Both weeks pass the gate: the multi-stage system beats every baseline on Recall@20
     # and NDCG@10 (the bootstrap's lower bound above zero), and what ships is the refit.
-    assert [h["week"] for h in st["history"] if h["action"] == "promote"] == WEEKS
+    assert [h["week"] for h in st["history"] if h["action"] == "promote"] == list(WEEKS)
     for week in WEEKS:
         metrics = json.loads((lake / "evaluation" / f"week={week}" / "metrics.json").read_text())
         systems = metrics["systems"]

@@ -255,3 +255,23 @@ def test_week_order_and_stale_evaluation_are_gate_rules():
     assert rule(stale, "newer_than_champion").passed
     # Evaluated before the first promotion, but a champion appeared since: stale too.
     assert not rule(gate(champion=champ, evaluated_champion_version=None), "evaluated_against_current_champion").passed
+
+
+def test_ndcg_rule_judges_the_strongest_baseline_by_ndcg():
+    """With per-user NDCG@10 the candidate must also beat the baseline strongest by NDCG@10,
+    which need not be the one strongest by Recall@20."""
+    cand_ndcg = users(seed=7)
+    ease_ndcg = np.clip(cand_ndcg + 0.02, 0.0, 1.0)  # ahead on NDCG, behind on recall (gate() default)
+    d = gate(
+        per_user_ndcg_candidate=cand_ndcg,
+        per_user_ndcg_baselines={"popularity": weaker(cand_ndcg, 0.1), "item_knn": ease_ndcg},
+    )
+    r = rule(d, "beats_strongest_baseline_ndcg@10")
+    assert not d.promote and not r.passed and r.value < 0
+    assert "strongest baseline item_knn ndcg@10" in r.detail
+    assert [x.split(":")[0] for x in d.reasons] == ["beats_strongest_baseline_ndcg@10"]
+    ok = gate(
+        per_user_ndcg_candidate=cand_ndcg,
+        per_user_ndcg_baselines={"popularity": weaker(cand_ndcg, 0.1), "item_knn": weaker(cand_ndcg, 0.05)},
+    )
+    assert ok.promote and rule(ok, "beats_strongest_baseline_ndcg@10").passed
