@@ -51,24 +51,18 @@ def _active_rows(items) -> np.ndarray:
     group_name="model",
     kinds={"pytorch", "numpy"},
     description="The item tower over the whole catalog of the window, cold items included "
-    "(their vectors come from content alone).",
+    "(their vectors come from content alone). Time-aware: the gated model's vectors carry popularity as of "
+    "the test window's first day (what the evaluation scores), the refit's as of the day after the window.",
 )
 def item_embeddings(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
-    from recsys_dagster.ml.artifacts import FEATURES, SUMMARY, WEIGHTS, TrainSummary
-    from recsys_dagster.ml.package import embed_catalog
+    from recsys_dagster.bundle.embeddings import embed_week
 
     week = context.partition_key
     the_lake = lake.get_lake()
     items = the_lake.read_parquet(f"{week_prefix(TRAINING, week)}/items")
     built = variants(the_lake, week)
     for variant in built:
-        model = artifact_prefix(week, f"model{variant}")
-        emb, npy = embed_catalog(
-            TrainSummary.from_json(the_lake.get_bytes(f"{model}/{SUMMARY}")),
-            the_lake.get_bytes(f"{model}/{FEATURES}"),
-            the_lake.get_bytes(f"{model}/{WEIGHTS}"),
-            items,
-        )
+        emb, npy = embed_week(the_lake, week, items, variant)
         the_lake.replace_prefix(
             artifact_prefix(week, f"embeddings{variant}"),
             {"items.parquet": the_lake.table_to_parquet_bytes(items), "item_embeddings.npy": npy},

@@ -74,7 +74,7 @@ def two_tower_model(
         refit, refit_files = refit_week(
             [train, validation, the_lake.read_parquet(f"{base}/test")],
             items,
-            cfg,
+            trained.config,  # the search's settings when there was one
             trained.summary,
             week=week,
             store=mlflow.store(),

@@ -5,7 +5,7 @@ No torch: the bundle assembly and the evaluation read these without loading a mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from recsys_dagster.records import Record
 
@@ -36,3 +36,7 @@ class TrainSummary(Record):
     mlflow_run_id: str
     mlflow_model_version: str
     onnx_max_abs_diff: float
+    # Windows (days) of the item tower's popularity features; empty = no time-aware part.
+    time_windows: list[int]
+    # The Optuna search's trials (settings, best epoch, val Recall@20); empty without one.
+    tuning: list[dict[str, float]] = field(default_factory=list)

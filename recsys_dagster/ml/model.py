@@ -3,6 +3,14 @@ vectors of a history plus context (device, hour).
 
 The user tower takes item *vectors*, not ids, so serving can feed it any item (including
 one created after training) from `item_embeddings.npy`; it is exported to ONNX alone.
+The item tower adds a time-aware part: the item's popularity in recent windows before the
+moment it is scored at, and its age (`ml/popularity.py`), mapped to one bounded scalar
+beta in (-1, 1) that takes the vector's last coordinate: [sqrt(1 - beta^2) * content, beta],
+unit norm by construction. The user tower's last coordinate learns how much popularity
+counts. Adding a time vector to the content instead collapsed items of equal popularity
+(all new listings alike) and lost half the recall on them. The content part runs once per
+distinct item in a batch, the time part per (day, item) pair.
+
 Device and hour each have an "unknown" row (`UNKNOWN_DEVICE`, `UNKNOWN_HOUR`), trained by
 the context dropout of `ml/train.py`, which serving uses when a request omits them.
 """
@@ -34,6 +42,7 @@ class ItemTower(nn.Module):
         sizes: dict[str, int],
         dim: int = 64,
         id_dropout: float = 0.3,
+        n_time: int = 0,
     ):
         """`sizes`: embedding table sizes (index 0 included) for l1, l2, path, brand, price,
         condition, city. `n_buckets`: title hash buckets (token ids 1..n_buckets, 0 = pad)."""
@@ -48,9 +57,28 @@ class ItemTower(nn.Module):
         )
         self.small = nn.ModuleDict({k: nn.Embedding(sizes[k], dim // 4 or 1) for k in ("price", "condition", "city")})
         d_in = dim * 2 + 4 * (dim // 2) + 3 * (dim // 4 or 1)
-        self.mlp = _mlp(d_in, dim)
+        self.dim = dim
+        self.n_time = n_time
+        # With a time part the content takes dim - 1 coordinates and the popularity one.
+        self.mlp = _mlp(d_in, dim - 1 if n_time else dim)
+        self.time = nn.Sequential(nn.Linear(n_time, 16), nn.GELU(), nn.Linear(16, 1)) if n_time else None
 
-    def forward(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, f: dict[str, torch.Tensor], time: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit item vectors; `time` [N, n_time] are the items' time features (zeros when
+        the tower has a time part and none are given)."""
+        return self.combine(self.content(f), time)
+
+    def combine(self, content: torch.Tensor, time: torch.Tensor | None) -> torch.Tensor:
+        content = F.normalize(content, dim=-1)
+        if self.time is None:
+            return content
+        if time is None:
+            time = content.new_zeros((content.shape[0], self.n_time))
+        beta = torch.tanh(self.time(time.to(content.dtype)))
+        return torch.cat([content * torch.sqrt((1 - beta * beta).clamp_min(1e-6)), beta], dim=-1)
+
+    def content(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The unnormalised id + content part."""
         ids = f["ids"]
         if self.training and self.id_dropout > 0:
             keep = torch.rand(ids.shape, device=ids.device) >= self.id_dropout
@@ -58,21 +86,26 @@ class ItemTower(nn.Module):
         parts = [self.id_emb(ids), self.title(f["tokens"])]
         parts += [self.cats[k](f[k]) for k in ("l1", "l2", "path", "brand")]
         parts += [self.small[k](f[k]) for k in ("price", "condition", "city")]
-        return F.normalize(self.mlp(torch.cat(parts, dim=-1)), dim=-1)
+        return self.mlp(torch.cat(parts, dim=-1))
 
 
 class UserTower(nn.Module):
-    """Attention pooling with a learned recency decay over history item vectors, plus
-    device/hour embeddings. Works for any history length L (no positional table)."""
+    """Attention pooling with a learned recency decay over history item vectors, beside a
+    plain mean of the whole history, plus device/hour embeddings. Works for any history
+    length L (no positional table).
+
+    The mean keeps every item of a long history in view: a recency-decayed softmax alone
+    collapses onto the last few items, while item-item models win by using all of them."""
 
     def __init__(self, dim: int = 64):
         super().__init__()
         self.key = nn.Linear(dim, dim)
         self.query = nn.Parameter(torch.zeros(dim))
-        self.decay = nn.Parameter(torch.tensor(0.1))
+        # softplus(-3) ~ 0.05 per position: the 20th item back still weighs ~e^-1 at the start.
+        self.decay = nn.Parameter(torch.tensor(-3.0))
         self.device_emb = nn.Embedding(N_DEVICES, dim // 4 or 1)
         self.hour_emb = nn.Embedding(N_HOURS, dim // 4 or 1)
-        self.mlp = _mlp(dim + 2 * (dim // 4 or 1) + 1, dim)
+        self.mlp = _mlp(2 * dim + 2 * (dim // 4 or 1) + 1, dim)
 
     def forward(
         self,
@@ -89,10 +122,13 @@ class UserTower(nn.Module):
         logits = logits.masked_fill(mask <= 0, -1e4)
         weights = torch.softmax(logits, dim=-1) * mask  # all-masked row -> zeros, not NaN
         pooled = (weights.unsqueeze(-1) * history_emb).sum(dim=1)
-        has_history = (mask.sum(dim=1, keepdim=True) > 0).to(pooled.dtype)
+        count = mask.sum(dim=1, keepdim=True)
+        mean = (mask.unsqueeze(-1) * history_emb).sum(dim=1) / count.clamp_min(1.0)
+        has_history = (count > 0).to(pooled.dtype)
         x = torch.cat(
             [
                 pooled,
+                mean,
                 self.device_emb(device.clamp(0, N_DEVICES - 1)),
                 self.hour_emb(hour.clamp(0, N_HOURS - 1)),
                 has_history,
@@ -112,7 +148,7 @@ class TwoTower(nn.Module):
 
     @property
     def dim(self) -> int:
-        return self.item_tower.mlp[-1].out_features
+        return self.item_tower.dim
 
     def forward(
         self,
@@ -124,9 +160,11 @@ class TwoTower(nn.Module):
         return self.user_tower(history_emb, history_mask, device, hour)
 
 
-def build_model(features, dim: int = 64, id_dropout: float = 0.3, temperature: float = 0.05) -> TwoTower:
-    """A fresh TwoTower sized by an `ItemFeatures`."""
+def build_model(
+    features, dim: int = 64, id_dropout: float = 0.3, temperature: float = 0.05, n_time: int = 0
+) -> TwoTower:
+    """A fresh TwoTower sized by an `ItemFeatures`; `n_time` time features (0 = none)."""
     sizes = {k: features.vocab_size(k) for k in ("l1", "l2", "path", "brand", "condition", "city")}
     sizes["price"] = features.n_price
-    item = ItemTower(features.n_ids, features.n_buckets, sizes, dim=dim, id_dropout=id_dropout)
+    item = ItemTower(features.n_ids, features.n_buckets, sizes, dim=dim, id_dropout=id_dropout, n_time=n_time)
     return TwoTower(item, UserTower(dim), temperature=temperature)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from recsys_dagster.ml.data import DataError, Examples, encode_examples, iterate_batches
 from recsys_dagster.ml.features import ItemFeatures
 from recsys_dagster.ml.model import ITEM_FEATURES, UNKNOWN_DEVICE, UNKNOWN_HOUR, TwoTower, build_model
+from recsys_dagster.ml.popularity import DAY_US, N_TIME_FEATURES, ItemClock, day_of, first_seen_days
 from recsys_dagster.settings import documented
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ _RESUME_KEYS = (
     "history_len",
     "seed",
     "title_buckets",
+    "time_features",
 )
 
 
@@ -61,13 +63,18 @@ class TrainConfig:
         "Probability that a training example's device, and independently its hour, is replaced by the "
         "'unknown' index, so a request without device or hour gets a trained context.",
     )
-    history_len: int = documented(20, "Most recent history items the user tower reads.")
+    history_len: int = documented(50, "Most recent history items the user tower reads (set from the examples).")
     patience: int = documented(2, "Epochs without validation Recall@20 gain before stopping.")
     seed: int = documented(42, "Seed of initialisation, shuffling and dropout.")
     device: str = documented("auto", "auto | cpu | cuda | cuda:N")
     amp: bool = documented(True, "bf16 autocast on CUDA (ignored on CPU).")
     max_eval_users: int = documented(5000, "Validation users sampled for the per-epoch full-ranking Recall@20.")
     title_buckets: int = documented(2**15, "Hash buckets of title tokens.")
+    time_features: bool = documented(
+        True,
+        "Time-aware item tower: each item's positives in the 1, 7 and 28 days before the example's day and its age "
+        "then; the catalog is embedded with them as of the cut its vectors serve from.",
+    )
     # Deterministic kernels (warn-only where none exists): CPU index/embedding backward
     # otherwise sums in thread order, and two runs with one seed drift by ~1e-7.
     deterministic: bool = documented(True, "Deterministic kernels, so one seed gives one model.")
@@ -77,6 +84,12 @@ class TrainConfig:
         "After training, refit the towers on the whole window (train + validation + test) for the early-stopped "
         "number of epochs; the refit ships, the gated model is what the evaluation scored. Off: ship the gated model.",
     )
+    tune_seconds: float = documented(
+        0.0,
+        "Time budget of an Optuna search of lr, temperature, id_dropout and context_dropout on validation "
+        "Recall@20 (each trial a full training run; the configured values are the first). 0 = no search.",
+    )
+    tune_trials: int = documented(20, "Most trials of that search within its budget.")
     # Set by the refit itself: its validation split is inside its training data, so the
     # best epoch by validation means nothing there; the last epoch is the model.
     keep_last: bool = documented(False, "Keep the last epoch's weights rather than the best by validation.")
@@ -84,6 +97,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.context_dropout <= 1.0:
             raise ValueError(f"context_dropout must be in [0, 1], got {self.context_dropout}")
+        if self.tune_seconds < 0 or self.tune_trials < 1:
+            raise ValueError(
+                f"tune_seconds must be >= 0 and tune_trials >= 1, got {self.tune_seconds}, {self.tune_trials}"
+            )
 
 
 @dataclass
@@ -131,37 +148,84 @@ def item_feature_table(features: ItemFeatures, items: pa.Table, device: torch.de
     return out
 
 
+def time_table(clock: ItemClock | None, n_ids: int, day: int, device: torch.device) -> torch.Tensor | None:
+    """Time features of every id-vocabulary index on `day`, [n_ids, N_TIME_FEATURES]."""
+    if clock is None:
+        return None
+    return torch.from_numpy(clock.features(np.arange(n_ids), np.int64(day))).to(device)
+
+
 @torch.no_grad()
-def all_item_vectors(model: TwoTower, table: dict[str, torch.Tensor], batch: int = 8192) -> torch.Tensor:
-    """Eval-mode item vectors for every id-vocabulary index, [n_ids, D] float32."""
+def all_item_vectors(
+    model: TwoTower, table: dict[str, torch.Tensor], time: torch.Tensor | None = None, batch: int = 8192
+) -> torch.Tensor:
+    """Eval-mode item vectors for every id-vocabulary index, [n_ids, D] float32; `time`: the
+    items' time features (`time_table`) when the tower is time-aware."""
     was = model.training
     model.eval()
     n = table["ids"].shape[0]
-    out = [model.item_tower({k: v[lo : lo + batch] for k, v in table.items()}).float() for lo in range(0, n, batch)]
+    out = [
+        model.item_tower(
+            {k: v[lo : lo + batch] for k, v in table.items()}, None if time is None else time[lo : lo + batch]
+        ).float()
+        for lo in range(0, n, batch)
+    ]
     model.train(was)
     return torch.cat(out)
 
 
-def batch_loss(
-    model: TwoTower, table: dict[str, torch.Tensor], b: dict[str, torch.Tensor], logq: torch.Tensor
+def _batch_item_vectors(
+    model: TwoTower, table: dict[str, torch.Tensor], items: torch.Tensor, days: torch.Tensor, clock: ItemClock | None
 ) -> torch.Tensor:
+    """Vectors of `items` scored on `days`. The content part runs once per distinct item;
+    the time part once per distinct (day, item) pair."""
+    uniq, inv = torch.unique(items, return_inverse=True)
+    content = model.item_tower.content({k: v[uniq] for k, v in table.items()})
+    if clock is None or model.item_tower.time is None:
+        return model.item_tower.combine(content, None)[inv]
+    n_ids = table["ids"].shape[0]
+    pairs, pair_inv = torch.unique(days * n_ids + items, return_inverse=True)
+    p = pairs.cpu().numpy()
+    time = torch.from_numpy(clock.features(p % n_ids, p // n_ids)).to(content.device)
+    return model.item_tower.combine(content[inv], time[pair_inv])
+
+
+def batch_loss(
+    model: TwoTower,
+    table: dict[str, torch.Tensor],
+    b: dict[str, torch.Tensor],
+    logq: torch.Tensor,
+    clock: ItemClock | None = None,
+) -> torch.Tensor:
+    """Sampled softmax of one batch; with a `clock`, every item (history, positive,
+    negatives) carries its popularity as of the day of the example it belongs to."""
     hist, pos, neg = b["history"], b["positive"], b["negatives"]
     B, L = hist.shape
     K = neg.shape[1]
-    # Each distinct item in the batch goes through the item tower once.
-    uniq, inv = torch.unique(torch.cat([hist.reshape(-1), pos, neg.reshape(-1)]), return_inverse=True)
-    vecs = model.item_tower({k: v[uniq] for k, v in table.items()})
-    hist_emb = vecs[inv[: B * L]].view(B, L, -1)
-    p = vecs[inv[B * L : B * L + B]]
-    n = vecs[inv[B * L + B :]].view(B, K, -1)
+    day = torch.div(b["ts"], DAY_US, rounding_mode="floor")
+    items = torch.cat([hist.reshape(-1), pos, neg.reshape(-1)])
+    days = torch.cat([day.repeat_interleave(L), day, day.repeat_interleave(K)])
+    vecs = _batch_item_vectors(model, table, items, days, clock)
+    hist_emb = vecs[: B * L].view(B, L, -1)
+    p = vecs[B * L : B * L + B]
+    n = vecs[B * L + B :].view(B, K, -1)
     u = model.user_tower(hist_emb, (hist > 0).to(hist_emb.dtype), b["device"], b["hour"])
     t = model.temperature
     # In-batch candidates are the batch's positives, sampled ~ train frequency: logQ.
     in_batch = (u @ p.T).float() / t - logq[pos][None, :]
     accidental = (pos[None, :] == pos[:, None]) & ~torch.eye(B, dtype=torch.bool, device=pos.device)
+    explicit_off = (neg == 0) | (neg == pos[:, None])
+    if clock is not None and model.item_tower.time is not None:
+        # An item listed after the example's moment was never a choice then. With time
+        # features such negatives (no positives yet, age 0) teach "new means wrong", which
+        # buries exactly the new listings a marketplace must surface.
+        listed = torch.from_numpy(clock.first_day).to(pos.device)
+        now = b["ts"].double() / DAY_US
+        accidental |= (listed[pos][None, :] > now[:, None]) & ~torch.eye(B, dtype=torch.bool, device=pos.device)
+        explicit_off |= listed[neg] > now[:, None]
     in_batch = in_batch.masked_fill(accidental, _NEG)
     explicit = torch.einsum("bd,bkd->bk", u, n).float() / t
-    explicit = explicit.masked_fill((neg == 0) | (neg == pos[:, None]), _NEG)
+    explicit = explicit.masked_fill(explicit_off, _NEG)
     logits = torch.cat([in_batch, explicit], dim=1)
     per_row = F.cross_entropy(logits, torch.arange(B, device=pos.device), reduction="none")
     w = b["weight"].float()
@@ -232,15 +296,21 @@ class Evaluator:
 
     @torch.no_grad()
     def model_metrics(
-        self, model: TwoTower, table: dict[str, torch.Tensor], chunk: int = 2048, unknown_context: bool = False
+        self,
+        model: TwoTower,
+        table: dict[str, torch.Tensor],
+        time: torch.Tensor | None = None,
+        chunk: int = 2048,
+        unknown_context: bool = False,
     ) -> dict[str, float]:
-        """Recall/NDCG@20 of `model`; `unknown_context` scores every user with the unknown
-        device and hour (a request that gives neither)."""
+        """Recall/NDCG@20 of `model` with item vectors as of the start of the split
+        (`time`: `time_table` on that day); `unknown_context` scores every user with the
+        unknown device and hour (a request that gives neither)."""
         k = min(K_EVAL, len(self.cand))
         if self.n_users == 0 or k == 0:
             return self._metrics(np.zeros((0, K_EVAL), np.int64))
         dev = table["ids"].device
-        vecs = all_item_vectors(model, table)
+        vecs = all_item_vectors(model, table, time)
         cand = vecs[torch.from_numpy(self.cand).to(dev)]
         was = model.training
         model.eval()
@@ -339,6 +409,8 @@ class _Inputs:
     logq: torch.Tensor
     evaluator: Evaluator
     load_seconds: float
+    clock: ItemClock | None  # None: the tower has no time-aware part
+    eval_time: torch.Tensor | None  # time features on the validation split's first day
 
 
 @dataclass
@@ -376,7 +448,24 @@ def _prepare_inputs(train: pa.Table, validation: pa.Table, items: pa.Table, cfg:
     freq = np.bincount(tr.positive, minlength=features.n_ids).astype(np.float64) + 1.0
     logq = torch.from_numpy(np.log(freq / freq.sum())).float().to(device)
     evaluator = Evaluator(va, items, features, popularity, cfg.max_eval_users, cfg.seed)
-    return _Inputs(device, features, tr, va, table, logq, evaluator, time.perf_counter() - t0)
+    clock = eval_time = None
+    if cfg.time_features:
+        clock = item_clock(features, items, [tr, va])
+        start = int(day_of(va.ts.min())) if len(va) else int(day_of(tr.ts.max())) + 1 if len(tr) else 0
+        eval_time = time_table(clock, features.n_ids, start, device)
+    return _Inputs(device, features, tr, va, table, logq, evaluator, time.perf_counter() - t0, clock, eval_time)
+
+
+def item_clock(features: ItemFeatures, items: pa.Table, splits: list[Examples]) -> ItemClock:
+    """The positives of `splits` by (item, day), with first_seen from `items` per id index.
+    Features read only days before the one asked, so later splits never leak into earlier
+    examples."""
+    first = np.full(features.n_ids, np.nan)
+    idx = features.item_index(items.column("item_id").to_numpy(zero_copy_only=False))
+    first[idx[idx > 0]] = first_seen_days(items)[idx > 0]
+    pos = np.concatenate([s.positive for s in splits]) if splits else np.zeros(0, np.int64)
+    ts = np.concatenate([s.ts for s in splits]) if splits else np.zeros(0, np.int64)
+    return ItemClock.fit(pos, ts, first)
 
 
 def _restore(path: Path, cfg: TrainConfig, features: ItemFeatures, model: TwoTower, opt) -> TrainState:
@@ -427,7 +516,7 @@ def _run_epoch(model: TwoTower, opt, inp: _Inputs, cfg: TrainConfig, epoch: int,
         if b is None:
             break
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            loss = batch_loss(model, inp.table, b, inp.logq)
+            loss = batch_loss(model, inp.table, b, inp.logq, inp.clock)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -440,7 +529,7 @@ def _run_epoch(model: TwoTower, opt, inp: _Inputs, cfg: TrainConfig, epoch: int,
     timing.compute_s += epoch_s - data_s
     timing.train_s += epoch_s
     timing.examples += len(inp.train)
-    m = inp.evaluator.model_metrics(model, inp.table)
+    m = inp.evaluator.model_metrics(model, inp.table, inp.eval_time)
     return {
         "epoch": epoch,
         "train_loss": losses / max(weights, 1),
@@ -464,8 +553,8 @@ def _advance(state: TrainState, row: dict, model: TwoTower, patience: int, epoch
 
 
 def _final_metrics(model: TwoTower, inp: _Inputs, state: TrainState) -> dict:
-    m = inp.evaluator.model_metrics(model, inp.table)
-    no_context = inp.evaluator.model_metrics(model, inp.table, unknown_context=True)
+    m = inp.evaluator.model_metrics(model, inp.table, inp.eval_time)
+    no_context = inp.evaluator.model_metrics(model, inp.table, inp.eval_time, unknown_context=True)
     pop = inp.evaluator.popularity_metrics()
     return {
         "val_recall@20": m[f"recall@{K_EVAL}"],
@@ -493,7 +582,13 @@ def _train(
 ) -> TrainResult:
     inp = _prepare_inputs(train, validation, items, cfg)
     seed_everything(cfg.seed)
-    model = build_model(inp.features, dim=cfg.dim, id_dropout=cfg.id_dropout, temperature=cfg.temperature)
+    model = build_model(
+        inp.features,
+        dim=cfg.dim,
+        id_dropout=cfg.id_dropout,
+        temperature=cfg.temperature,
+        n_time=N_TIME_FEATURES if cfg.time_features else 0,
+    )
     model = model.to(inp.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ck_path = checkpoint_dir / CHECKPOINT

@@ -23,7 +23,7 @@ from recsys_dagster.serving.catalog import Catalog, SeenSets, load_catalog, load
 from recsys_dagster.serving.ranker import Ranker, RankerError
 from recsys_dagster.serving.rerank import Filters, apply_popularity_penalty, diversify, keep_mask, leaf_counts
 
-DEFAULT_HISTORY_LEN = 20
+DEFAULT_HISTORY_LEN = 50
 DEFAULT_CANDIDATES = 500
 # The tower's "unknown" rows (CONTRACTS `artifacts`), trained by context dropout: a request
 # without device or hour uses them; never the server's clock.

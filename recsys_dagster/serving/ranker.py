@@ -173,6 +173,17 @@ Keep = Callable[[np.ndarray], np.ndarray]
 
 def _top(items: np.ndarray, scores: np.ndarray, keep: Keep, depth: int) -> np.ndarray:
     """The `depth` best kept items: score descending, then row ascending."""
+    head = 4 * depth
+    if len(items) > head:
+        # A long profile has thousands of neighbours: order only those scoring at least the
+        # head-th best (ties included, so the order is exact), the rest only if too few survive.
+        bar = np.partition(scores, len(scores) - head)[len(scores) - head]
+        top = scores >= bar
+        order = np.lexsort((items[top], -scores[top]))
+        best = items[top][order]
+        best = best[keep(best)][:depth]
+        if len(best) == depth:
+            return best
     order = np.lexsort((items, -scores))
     items = items[order]
     return items[keep(items)][:depth] if len(items) else items
@@ -228,21 +239,21 @@ def candidate_features(
     cooc_top = _top(cooc_items, cooc_scores, keep, depth["cooccurrence"])
     trend_top = _first_kept(stats.trending_rows, keep, depth["trending"])
 
-    rows = np.array(
-        list(dict.fromkeys([*ann.tolist(), *knn_top.tolist(), *cooc_top.tolist(), *trend_top.tolist()])),
-        dtype=np.int64,
-    )
+    # The union in first-seen order (ANN first), without a Python loop per candidate.
+    union = np.concatenate([ann, knn_top, cooc_top, trend_top]).astype(np.int64, copy=False)
+    distinct, first = np.unique(union, return_index=True)
+    first_order = np.argsort(first, kind="stable")
+    rows = distinct[first_order]
     n = len(rows)
     feats = np.zeros((n, len(spec.feature_names)), dtype=np.float32)
     if n == 0:
         return Candidates(rows, feats)
-
-    position = {r: i for i, r in enumerate(rows.tolist())}
+    position_of_sorted = np.empty(n, dtype=np.int64)
+    position_of_sorted[first_order] = np.arange(n)
 
     def ranks_of(source_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rank = np.full(n, ABSENT_RANK, dtype=np.float64)
-        at = np.fromiter((position[r] for r in source_rows.tolist()), dtype=np.int64, count=len(source_rows))
-        rank[at] = np.arange(1, len(source_rows) + 1)
+        rank[position_of_sorted[np.searchsorted(distinct, source_rows)]] = np.arange(1, len(source_rows) + 1)
         return rank, rank < ABSENT_RANK
 
     def lookup(items: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from recsys_dagster.settings import DEFAULT_TRAINING_WINDOW_DAYS, documented
 class ExampleConfig:
     """How a week's training examples are built."""
 
-    history_len: int = documented(20, "History items kept before each positive.")
+    history_len: int = documented(50, "History items kept before each positive (what the user tower reads).")
     seen_limit: int = documented(
         500, "Most recent distinct items kept per user in user_seen, the items serving never recommends again."
     )
