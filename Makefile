@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/index.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/serving.py --no-ranker --out bench/results/serving_two_tower.json
 
 clean:
 	rm -rf $(RECSYS_HOME) spark-warehouse metastore_db derby.log

@@ -122,14 +122,25 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     trained = None
-    for dev in devices:
-        cfg = TrainConfig(epochs=args.epochs, device=dev, patience=args.epochs + 1, max_eval_users=2000)
+    # The time-aware item tower against the content-only one, same data, same run.
+    for dev, time_features in [(d, t) for d in devices for t in (True, False)]:
+        cfg = TrainConfig(
+            epochs=args.epochs,
+            device=dev,
+            patience=args.epochs + 1,
+            max_eval_users=2000,
+            history_len=20,  # the synthetic histories hold at most 20 items
+            time_features=time_features,
+            resume=False,
+            refit=False,
+        )
         with tempfile.TemporaryDirectory() as ck:
-            res = train_two_tower(train, val, items, cfg, Path(ck), resume=False)
+            res = train_two_tower(train, val, items, cfg, Path(ck))
         trained = trained or res.model
         rows.append(
             {
                 "device": res.device,
+                "time_features": time_features,
                 "amp_bf16": dev == "cuda" and cfg.amp,
                 "examples": train.num_rows,
                 "epochs": res.epochs_run,
@@ -154,6 +165,7 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     cols = [
         "device",
+        "time_features",
         "examples",
         "epochs",
         "examples_per_s",

@@ -134,3 +134,20 @@ def test_embed_catalog_needs_the_clock_of_a_time_aware_model(time_model, tmp_pat
         embed_catalog(
             TrainSummary.from_dict({**summary.to_dict(), "time_windows": [2, 5, 9]}), fj, weights.getvalue(), items
         )
+
+
+def test_the_refit_counts_its_validation_split_once():
+    """The refit trains on every split and validates on the last one, already inside its
+    train data: the clock must not count those positives twice."""
+    import dataclasses
+
+    from recsys_dagster.ml.train import TrainConfig, _prepare_inputs
+
+    train, val, items = synthetic_tables(n_users=30, n_items=60, per_user=5, cold_items=6, seed=2)
+    cfg = TrainConfig(dim=16, epochs=1, device="cpu", title_buckets=128, history_len=5)
+    gated = _prepare_inputs(train, val, items, cfg)
+    assert len(gated.clock.keys) == train.num_rows + val.num_rows
+    everything = pa.concat_tables([train, val])
+    refit = _prepare_inputs(everything, val, items, dataclasses.replace(cfg, keep_last=True))
+    assert len(refit.clock.keys) == everything.num_rows
+    np.testing.assert_array_equal(np.sort(refit.clock.keys), np.sort(gated.clock.keys))

@@ -401,8 +401,11 @@ def fit_lambdarank(data: RankData, cfg: RankerConfig, names: list[str]) -> FitRe
     start = time.perf_counter()
     x_fit, y_fit, g_fit = _select_groups(data, groups[~held])
     x_hold, y_hold, g_hold = _select_groups(data, groups[held])
-    fit_set = lgb.Dataset(x_fit, y_fit, group=g_fit, feature_name=names, free_raw_data=False)
-    hold_set = lgb.Dataset(x_hold, y_hold, group=g_hold, reference=fit_set, free_raw_data=False)
+    # feature_pre_filter off: the search varies min_data_in_leaf, which a pre-filtered
+    # Dataset cannot follow (LightGBM would rebuild it on every trial, noisily).
+    dataset_params = {"feature_pre_filter": False}
+    fit_set = lgb.Dataset(x_fit, y_fit, group=g_fit, feature_name=names, free_raw_data=False, params=dataset_params)
+    hold_set = lgb.Dataset(x_hold, y_hold, group=g_hold, reference=fit_set, free_raw_data=False, params=dataset_params)
     tuned, best, holdout_ndcg, trials = _search(fit_set, hold_set, cfg)
     booster = fit_fixed(data, cfg, names, best, groups, tuned)
     return FitResult(booster, best, holdout_ndcg, time.perf_counter() - start, len(groups), tuned, trials)

@@ -450,7 +450,8 @@ def _prepare_inputs(train: pa.Table, validation: pa.Table, items: pa.Table, cfg:
     evaluator = Evaluator(va, items, features, popularity, cfg.max_eval_users, cfg.seed)
     clock = eval_time = None
     if cfg.time_features:
-        clock = item_clock(features, items, [tr, va])
+        # keep_last is the refit, whose validation split is inside its train split: count it once.
+        clock = item_clock(features, items, [tr] if cfg.keep_last else [tr, va])
         start = int(day_of(va.ts.min())) if len(va) else int(day_of(tr.ts.max())) + 1 if len(tr) else 0
         eval_time = time_table(clock, features.n_ids, start, device)
     return _Inputs(device, features, tr, va, table, logq, evaluator, time.perf_counter() - t0, clock, eval_time)

@@ -114,6 +114,25 @@ class ItemStats:
     def n_items(self) -> int:
         return len(self.total)
 
+    def item_columns(self, windows_days: list[int]) -> np.ndarray:
+        """float32 [n_items, len(windows) + 4]: the features that depend on the item alone
+        (log popularity per window, log total, trend, age, log price or -1), computed once
+        per bundle so a request gathers them in one step."""
+        key = ("item_columns", tuple(windows_days))
+        cached = self.__dict__.get(key)  # frozen dataclass: cache beside the fields
+        if cached is not None:
+            return cached
+        counts = np.log1p(self.window_counts.astype(np.float64))
+        total = np.log1p(self.total.astype(np.float64))
+        day = self.window_counts[:, 0].astype(np.float64) / max(1, windows_days[0])
+        week = self.window_counts[:, -1].astype(np.float64) / max(1, windows_days[-1])
+        price = np.nan_to_num(self.price_log.astype(np.float64), nan=-1.0)
+        columns = np.column_stack(
+            [counts, total, np.log1p(day) - np.log1p(week), self.age_days.astype(np.float64), price]
+        ).astype(np.float32)
+        self.__dict__[key] = columns
+        return columns
+
     def save(self, path: Path) -> None:
         np.savez(path, **{name: getattr(self, name) for name in self.__dataclass_fields__})
 
@@ -266,10 +285,7 @@ def candidate_features(
     knn_rank, in_knn = ranks_of(knn_top)
     cooc_rank, in_cooc = ranks_of(cooc_top)
     trend_rank, in_trend = ranks_of(trend_top)
-    counts = np.log1p(stats.window_counts[rows].astype(np.float64))
-    total = np.log1p(stats.total[rows].astype(np.float64))
-    day = stats.window_counts[rows, 0].astype(np.float64) / max(1, spec.windows_days[0])
-    week = stats.window_counts[rows, -1].astype(np.float64) / max(1, spec.windows_days[-1])
+    per_item = stats.item_columns(spec.windows_days)[rows]
     if len(prof):
         leaf_share = _share(stats.leaf[prof], stats.leaf[rows])
         top_share = _share(stats.top[prof], stats.top[rows])
@@ -283,7 +299,7 @@ def candidate_features(
     item_price = stats.price_log[rows].astype(np.float64)
     price_vs_user = np.where(np.isfinite(item_price) & np.isfinite(user_price), item_price - user_price, 0.0)
 
-    columns = [
+    request_columns = [
         embeddings[rows] @ np.asarray(user_vec, dtype=np.float32).reshape(-1),
         tower_rank,
         lookup(knn_items, knn_scores),
@@ -292,19 +308,18 @@ def candidate_features(
         cooc_rank,
         trend_rank,
         in_ann.astype(np.float64) + in_knn + in_cooc + in_trend,
-        *counts.T,
-        total,
-        np.log1p(day) - np.log1p(week),
-        stats.age_days[rows],
-        leaf_share,
-        top_share,
-        brand_share,
-        np.full(n, np.log1p(len(prof))),
-        price_vs_user,
-        np.nan_to_num(item_price, nan=-1.0),
     ]
-    for j, col in enumerate(columns):
+    for j, col in enumerate(request_columns):
         feats[:, j] = col
+    # Popularity per window, total, trend, age: the item's own, gathered at once.
+    at = len(request_columns)
+    n_item = per_item.shape[1] - 1
+    feats[:, at : at + n_item] = per_item[:, :n_item]
+    at += n_item
+    for j, col in enumerate(
+        [leaf_share, top_share, brand_share, np.full(n, np.log1p(len(prof))), price_vs_user, per_item[:, -1]]
+    ):
+        feats[:, at + j] = col
     return Candidates(rows, feats)
 
 
