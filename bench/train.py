@@ -153,7 +153,7 @@ def main() -> None:
         )
     result = {
         "benchmark": "two-tower training throughput",
-        "config": asdict(TrainConfig()),
+        "config": {**asdict(cfg), "time_features": "per row"},  # what the rows ran
         "items": args.items,
         "synthetic_generation_seconds": round(gen_s, 2),
         "machine": machine_info(),

@@ -15,7 +15,7 @@ from synthetic import synthetic_tables
 
 from recsys_dagster.ml.artifacts import TrainSummary
 from recsys_dagster.ml.features import ItemFeatures
-from recsys_dagster.ml.model import build_model
+from recsys_dagster.ml.model import build_model, scores_at
 from recsys_dagster.ml.package import catalog_clock, embed_catalog
 from recsys_dagster.ml.popularity import DAY_US, N_TIME_FEATURES, WINDOWS_DAYS, ItemClock, first_seen_days
 from recsys_dagster.ml.train import _batch_item_vectors, item_feature_table
@@ -97,7 +97,7 @@ def test_pairwise_batch_vectors_equal_per_row_vectors(time_model):
     items_q = torch.from_numpy(rng.choice(ids, 200))
     days_q = torch.from_numpy(rng.choice(np.unique(ts // DAY_US), 200) + rng.integers(0, 3, 200))
     with torch.no_grad():
-        got = _batch_item_vectors(model, table, items_q, days_q, clock)
+        got, _ = _batch_item_vectors(model, table, items_q, days_q, clock)
         t = torch.from_numpy(clock.features(items_q.numpy(), days_q.numpy()))
         want = model.item_tower({k: v[items_q] for k, v in table.items()}, t)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
@@ -105,7 +105,7 @@ def test_pairwise_batch_vectors_equal_per_row_vectors(time_model):
     busy = np.bincount(ids).argmax()
     far = int(ts.max() // DAY_US) + 100
     near = int(np.sort(ts[ids == busy])[-1] // DAY_US) + 1
-    v = _batch_item_vectors(model, table, torch.tensor([busy, busy]), torch.tensor([near, far]), clock)
+    v, _ = _batch_item_vectors(model, table, torch.tensor([busy, busy]), torch.tensor([near, far]), clock)
     assert not torch.allclose(v[0], v[1])
 
 
@@ -151,3 +151,34 @@ def test_the_refit_counts_its_validation_split_once():
     refit = _prepare_inputs(everything, val, items, dataclasses.replace(cfg, keep_last=True))
     assert len(refit.clock.keys) == everything.num_rows
     np.testing.assert_array_equal(np.sort(refit.clock.keys), np.sort(gated.clock.keys))
+
+
+def test_in_batch_positives_are_scored_as_of_each_rows_day(time_model):
+    """Row i sees positive j with j's popularity on day i (never on j's own, later day):
+    the shortcut in the loss equals the full item vector built for that day."""
+    model, features, items, train = time_model
+    table = item_feature_table(features, items, torch.device("cpu"))
+    ids = features.item_index(train.column("item_id").to_numpy(zero_copy_only=False))
+    ts = train.column("timestamp").cast(pa.int64()).to_numpy()
+    clock = ItemClock.fit(ids, ts, np.full(features.n_ids, np.nan))
+    rng = np.random.default_rng(1)
+    pos = torch.from_numpy(rng.choice(ids, 12))
+    day = torch.from_numpy(rng.choice(np.unique(ts // DAY_US), 12))
+    user = torch.nn.functional.normalize(torch.randn(12, 16, generator=torch.Generator().manual_seed(3)), dim=-1)
+    with torch.no_grad():
+        content = torch.nn.functional.normalize(model.item_tower.content({k: v[pos] for k, v in table.items()}), dim=-1)
+        days, row_day = torch.unique(day, return_inverse=True)
+        grid = clock.features(pos.repeat(len(days)).numpy(), days.repeat_interleave(12).numpy())
+        beta = model.item_tower.popularity(torch.from_numpy(grid)).view(len(days), 12)[row_day]
+        got = scores_at(user, content, beta)
+        want = torch.stack(
+            [
+                user[i]
+                @ model.item_tower(
+                    {k: v[pos] for k, v in table.items()},
+                    torch.from_numpy(clock.features(pos.numpy(), np.full(12, int(day[i])))),
+                ).T
+                for i in range(12)
+            ]
+        )
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -46,8 +46,17 @@ def test_loss_decreases_and_beats_popularity(trained):
 
 
 def test_cold_items_land_near_their_category(trained):
+    from recsys_dagster.ml.package import catalog_clock
+    from recsys_dagster.ml.popularity import DAY_US
+
     res, items = trained
-    emb = item_embeddings(res.model, res.features, items)
+    train, _, _ = synthetic_tables(n_users=160, n_items=240, per_user=10, cold_items=COLD, seed=0)
+    with pytest.raises(ValueError, match="time-aware"):  # the time features are never silently zero
+        item_embeddings(res.model, res.features, items)
+    clock = catalog_clock(res.features.to_json().encode(), items, train)
+    day = int(train.column("timestamp").cast("int64").to_numpy().max() // DAY_US) + 1
+    ids = res.features.item_index(items.column("item_id").to_numpy(zero_copy_only=False))
+    emb = item_embeddings(res.model, res.features, items, clock.features(ids, np.int64(day)))
     cat = np.arange(items.num_rows) % 8
     cold = np.arange(items.num_rows - COLD, items.num_rows)
     warm = np.arange(items.num_rows - COLD)

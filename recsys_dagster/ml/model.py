@@ -64,8 +64,8 @@ class ItemTower(nn.Module):
         self.time = nn.Sequential(nn.Linear(n_time, 16), nn.GELU(), nn.Linear(16, 1)) if n_time else None
 
     def forward(self, f: dict[str, torch.Tensor], time: torch.Tensor | None = None) -> torch.Tensor:
-        """Unit item vectors; `time` [N, n_time] are the items' time features (zeros when
-        the tower has a time part and none are given)."""
+        """Unit item vectors; `time` [N, n_time]: the items' time features, required when
+        the tower has a time part (never silently zero: zero means "new listing")."""
         return self.combine(self.content(f), time)
 
     def combine(self, content: torch.Tensor, time: torch.Tensor | None) -> torch.Tensor:
@@ -73,9 +73,13 @@ class ItemTower(nn.Module):
         if self.time is None:
             return content
         if time is None:
-            time = content.new_zeros((content.shape[0], self.n_time))
-        beta = torch.tanh(self.time(time.to(content.dtype)))
-        return torch.cat([content * torch.sqrt((1 - beta * beta).clamp_min(1e-6)), beta], dim=-1)
+            raise ValueError("this item tower is time-aware: give the items' time features")
+        beta = self.popularity(time)
+        return torch.cat([content * _keep(beta), beta], dim=-1)
+
+    def popularity(self, time: torch.Tensor) -> torch.Tensor:
+        """beta in (-1, 1) per row of time features, [N, 1]: the vector's last coordinate."""
+        return torch.tanh(self.time(time.float()))
 
     def content(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
         """The unnormalised id + content part."""
@@ -87,6 +91,18 @@ class ItemTower(nn.Module):
         parts += [self.cats[k](f[k]) for k in ("l1", "l2", "path", "brand")]
         parts += [self.small[k](f[k]) for k in ("price", "condition", "city")]
         return self.mlp(torch.cat(parts, dim=-1))
+
+
+def _keep(beta: torch.Tensor) -> torch.Tensor:
+    """How much of the unit content vector a popularity coordinate beta leaves: the vector
+    [_keep(beta) * content, beta] has norm 1."""
+    return torch.sqrt((1 - beta * beta).clamp_min(1e-6))
+
+
+def scores_at(user: torch.Tensor, content: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """user [B, D] · item [j] as `ItemTower.combine` builds it, with item j's popularity
+    beta[i, j] as of row i's moment: [B, B']. `content` [B', D-1] unit vectors."""
+    return _keep(beta) * (user[:, :-1] @ content.T) + user[:, -1:] * beta
 
 
 class UserTower(nn.Module):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from recsys_dagster.ml.data import DataError, Examples, encode_examples, iterate_batches
 from recsys_dagster.ml.features import ItemFeatures
-from recsys_dagster.ml.model import ITEM_FEATURES, UNKNOWN_DEVICE, UNKNOWN_HOUR, TwoTower, build_model
+from recsys_dagster.ml.model import ITEM_FEATURES, UNKNOWN_DEVICE, UNKNOWN_HOUR, TwoTower, build_model, scores_at
 from recsys_dagster.ml.popularity import DAY_US, N_TIME_FEATURES, ItemClock, day_of, first_seen_days
 from recsys_dagster.settings import documented
 
@@ -174,20 +174,24 @@ def all_item_vectors(
     return torch.cat(out)
 
 
-def _batch_item_vectors(
-    model: TwoTower, table: dict[str, torch.Tensor], items: torch.Tensor, days: torch.Tensor, clock: ItemClock | None
-) -> torch.Tensor:
-    """Vectors of `items` scored on `days`. The content part runs once per distinct item;
-    the time part once per distinct (day, item) pair."""
-    uniq, inv = torch.unique(items, return_inverse=True)
-    content = model.item_tower.content({k: v[uniq] for k, v in table.items()})
-    if clock is None or model.item_tower.time is None:
-        return model.item_tower.combine(content, None)[inv]
-    n_ids = table["ids"].shape[0]
+def _pair_time(clock: ItemClock, items: torch.Tensor, days: torch.Tensor, n_ids: int) -> torch.Tensor:
+    """Time features of (item, day) pairs, [N, N_TIME_FEATURES], looked up once per distinct pair."""
     pairs, pair_inv = torch.unique(days * n_ids + items, return_inverse=True)
     p = pairs.cpu().numpy()
-    time = torch.from_numpy(clock.features(p % n_ids, p // n_ids)).to(content.device)
-    return model.item_tower.combine(content[inv], time[pair_inv])
+    return torch.from_numpy(clock.features(p % n_ids, p // n_ids)).to(items.device)[pair_inv]
+
+
+def _batch_item_vectors(
+    model: TwoTower, table: dict[str, torch.Tensor], items: torch.Tensor, days: torch.Tensor, clock: ItemClock | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vectors of `items` scored on `days`, and each row's content part (unnormalised).
+    The content part runs once per distinct item; the time part once per distinct (day, item)."""
+    uniq, inv = torch.unique(items, return_inverse=True)
+    content = model.item_tower.content({k: v[uniq] for k, v in table.items()})[inv]
+    if clock is None or model.item_tower.time is None:
+        return model.item_tower.combine(content, None), content
+    time = _pair_time(clock, items, days, table["ids"].shape[0])
+    return model.item_tower.combine(content, time), content
 
 
 def batch_loss(
@@ -196,30 +200,42 @@ def batch_loss(
     b: dict[str, torch.Tensor],
     logq: torch.Tensor,
     clock: ItemClock | None = None,
+    listed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sampled softmax of one batch; with a `clock`, every item (history, positive,
-    negatives) carries its popularity as of the day of the example it belongs to."""
+    """Sampled softmax of one batch. With a `clock`, every item carries its popularity as of
+    the day of the example it is scored for: history and negatives at their example's day,
+    and each in-batch positive at the day of every row it is a candidate for (never a later
+    one). `listed`: each id's first_seen day (NaN unknown), so an item listed after a row's
+    moment is no negative for it."""
     hist, pos, neg = b["history"], b["positive"], b["negatives"]
     B, L = hist.shape
     K = neg.shape[1]
     day = torch.div(b["ts"], DAY_US, rounding_mode="floor")
     items = torch.cat([hist.reshape(-1), pos, neg.reshape(-1)])
     days = torch.cat([day.repeat_interleave(L), day, day.repeat_interleave(K)])
-    vecs = _batch_item_vectors(model, table, items, days, clock)
+    vecs, content = _batch_item_vectors(model, table, items, days, clock)
     hist_emb = vecs[: B * L].view(B, L, -1)
-    p = vecs[B * L : B * L + B]
     n = vecs[B * L + B :].view(B, K, -1)
     u = model.user_tower(hist_emb, (hist > 0).to(hist_emb.dtype), b["device"], b["hour"])
     t = model.temperature
+    timed = clock is not None and model.item_tower.time is not None
+    if timed:
+        # Row i scores positive j with j's popularity as of day i: one lookup per distinct
+        # day of the batch (a few dozen at most) times the positives.
+        batch_days, day_of_row = torch.unique(day, return_inverse=True)
+        grid = _pair_time(clock, pos.repeat(len(batch_days)), batch_days.repeat_interleave(B), table["ids"].shape[0])
+        beta = model.item_tower.popularity(grid).view(len(batch_days), B)[day_of_row]
+        dots = scores_at(u.float(), F.normalize(content[B * L : B * L + B], dim=-1).float(), beta.float())
+    else:
+        dots = u @ vecs[B * L : B * L + B].T
     # In-batch candidates are the batch's positives, sampled ~ train frequency: logQ.
-    in_batch = (u @ p.T).float() / t - logq[pos][None, :]
+    in_batch = dots.float() / t - logq[pos][None, :]
     accidental = (pos[None, :] == pos[:, None]) & ~torch.eye(B, dtype=torch.bool, device=pos.device)
     explicit_off = (neg == 0) | (neg == pos[:, None])
-    if clock is not None and model.item_tower.time is not None:
+    if timed and listed is not None:
         # An item listed after the example's moment was never a choice then. With time
         # features such negatives (no positives yet, age 0) teach "new means wrong", which
         # buries exactly the new listings a marketplace must surface.
-        listed = torch.from_numpy(clock.first_day).to(pos.device)
         now = b["ts"].double() / DAY_US
         accidental |= (listed[pos][None, :] > now[:, None]) & ~torch.eye(B, dtype=torch.bool, device=pos.device)
         explicit_off |= listed[neg] > now[:, None]
@@ -411,6 +427,7 @@ class _Inputs:
     load_seconds: float
     clock: ItemClock | None  # None: the tower has no time-aware part
     eval_time: torch.Tensor | None  # time features on the validation split's first day
+    listed: torch.Tensor | None  # first_seen day per id (NaN unknown), on the device
 
 
 @dataclass
@@ -448,13 +465,14 @@ def _prepare_inputs(train: pa.Table, validation: pa.Table, items: pa.Table, cfg:
     freq = np.bincount(tr.positive, minlength=features.n_ids).astype(np.float64) + 1.0
     logq = torch.from_numpy(np.log(freq / freq.sum())).float().to(device)
     evaluator = Evaluator(va, items, features, popularity, cfg.max_eval_users, cfg.seed)
-    clock = eval_time = None
+    clock = eval_time = listed = None
     if cfg.time_features:
         # keep_last is the refit, whose validation split is inside its train split: count it once.
         clock = item_clock(features, items, [tr] if cfg.keep_last else [tr, va])
         start = int(day_of(va.ts.min())) if len(va) else int(day_of(tr.ts.max())) + 1 if len(tr) else 0
         eval_time = time_table(clock, features.n_ids, start, device)
-    return _Inputs(device, features, tr, va, table, logq, evaluator, time.perf_counter() - t0, clock, eval_time)
+        listed = torch.from_numpy(clock.first_day).to(device)
+    return _Inputs(device, features, tr, va, table, logq, evaluator, time.perf_counter() - t0, clock, eval_time, listed)
 
 
 def item_clock(features: ItemFeatures, items: pa.Table, splits: list[Examples]) -> ItemClock:
@@ -517,7 +535,7 @@ def _run_epoch(model: TwoTower, opt, inp: _Inputs, cfg: TrainConfig, epoch: int,
         if b is None:
             break
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            loss = batch_loss(model, inp.table, b, inp.logq, inp.clock)
+            loss = batch_loss(model, inp.table, b, inp.logq, inp.clock, inp.listed)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

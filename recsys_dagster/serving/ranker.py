@@ -384,6 +384,7 @@ class Ranker:
         if stats.window_counts.shape[1] != len(spec.windows_days):
             raise RankerError("ranker_items.npz and ranker.json disagree on the popularity windows")
         model = RankerModel.from_bytes((path / RANKER_MODEL).read_bytes(), len(spec.feature_names), threads)
+        stats.item_columns(spec.windows_days)  # at load, not on the first request
         return cls(spec, stats, model)
 
     def rank(
