@@ -1,7 +1,7 @@
 """Quality of every system on the demo marketplace, over several generator seeds.
 
 For each seed, runs `recsys demo --seed S` (the daily ingest and the weekly run, as a user
-would) in a temporary `RECSYS_HOME`, then reads the last week's offline evaluation
+would) in a temporary `RECSYS_HOME` (kept under `--keep DIR` to inspect it), then reads the last week's offline evaluation
 (`evaluation/week=W/metrics.json` and `per_user.parquet`) and the gate's verdict. Prints
 one table per seed (every system: the multi-stage candidate, the two-tower stage alone,
 the baselines) and the candidate's paired bootstrap 95% interval against the strongest
@@ -17,6 +17,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -115,12 +116,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[7, 11])
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"))
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep each seed's RECSYS_HOME under KEEP/seed-S (lake, MLflow, Dagster)"
+    )
     parser.add_argument("--demo-args", nargs=argparse.REMAINDER, default=[], help="passed to `recsys demo`")
     args = parser.parse_args()
     results = []
     for seed in args.seeds:
-        with tempfile.TemporaryDirectory(prefix=f"recsys-quality-{seed}-") as tmp:
-            result = run_seed(seed, Path(tmp), args.demo_args)
+        if args.keep is not None:
+            home = args.keep / f"seed-{seed}"
+            shutil.rmtree(home, ignore_errors=True)
+            result = run_seed(seed, home, args.demo_args)
+        else:
+            with tempfile.TemporaryDirectory(prefix=f"recsys-quality-{seed}-") as tmp:
+                result = run_seed(seed, Path(tmp), args.demo_args)
         print(table(result), flush=True)
         print(flush=True)
         results.append(result)
