@@ -1,8 +1,9 @@
 """Quality of every system on the demo marketplace, over several generator seeds.
 
 For each seed, runs `recsys demo --seed S` (the daily ingest and the weekly run, as a user
-would) in a temporary `RECSYS_HOME` (kept under `--keep DIR` to inspect it), then reads the last week's offline evaluation
-(`evaluation/week=W/metrics.json` and `per_user.parquet`) and the gate's verdict. Prints
+would) in a temporary `RECSYS_HOME` (kept under `--keep DIR` to inspect it), then reads
+the last week's offline evaluation (`evaluation/week=W/metrics.json` and
+`per_user.parquet`) and the gate's verdict. Prints
 one table per seed (every system: the multi-stage candidate, the two-tower stage alone,
 the baselines) and the candidate's paired bootstrap 95% interval against the strongest
 baseline on Recall@20 and NDCG@10; writes everything as JSON.
