@@ -85,14 +85,19 @@ def time_model():
     return model, features, items, train
 
 
-def test_pairwise_batch_vectors_equal_per_row_vectors(time_model):
-    """Training dedups content per item and time per (day, item); each row's vector must be
-    what the tower gives that item with that day's features."""
+def _scoring_inputs(time_model):
+    """The model, its feature table, the train positives (id index, time) and their clock."""
     model, features, items, train = time_model
     table = item_feature_table(features, items, torch.device("cpu"))
     ids = features.item_index(train.column("item_id").to_numpy(zero_copy_only=False))
     ts = train.column("timestamp").cast(pa.int64()).to_numpy()
-    clock = ItemClock.fit(ids, ts, np.full(features.n_ids, np.nan))
+    return model, table, ids, ts, ItemClock.fit(ids, ts, np.full(features.n_ids, np.nan))
+
+
+def test_pairwise_batch_vectors_equal_per_row_vectors(time_model):
+    """Training dedups content per item and time per (day, item); each row's vector must be
+    what the tower gives that item with that day's features."""
+    model, table, ids, ts, clock = _scoring_inputs(time_model)
     rng = np.random.default_rng(0)
     items_q = torch.from_numpy(rng.choice(ids, 200))
     days_q = torch.from_numpy(rng.choice(np.unique(ts // DAY_US), 200) + rng.integers(0, 3, 200))
@@ -156,11 +161,7 @@ def test_the_refit_counts_its_validation_split_once():
 def test_in_batch_positives_are_scored_as_of_each_rows_day(time_model):
     """Row i sees positive j with j's popularity on day i (never on j's own, later day):
     the shortcut in the loss equals the full item vector built for that day."""
-    model, features, items, train = time_model
-    table = item_feature_table(features, items, torch.device("cpu"))
-    ids = features.item_index(train.column("item_id").to_numpy(zero_copy_only=False))
-    ts = train.column("timestamp").cast(pa.int64()).to_numpy()
-    clock = ItemClock.fit(ids, ts, np.full(features.n_ids, np.nan))
+    model, table, ids, ts, clock = _scoring_inputs(time_model)
     rng = np.random.default_rng(1)
     pos = torch.from_numpy(rng.choice(ids, 12))
     day = torch.from_numpy(rng.choice(np.unique(ts // DAY_US), 12))
