@@ -9,7 +9,7 @@ function per request, so training, the offline evaluation and serving cannot dri
 
 Bundle files (CONTRACTS `ranker`): `ranker.onnx` (input `features` float32 [n, F], output
 one score per row), `ranker.json` (`RankerSpec`), `ranker_items.npz` (`ItemStats`, arrays
-only, loaded without pickle).
+only: plain arrays, never unpickled).
 """
 
 from __future__ import annotations
