@@ -39,11 +39,10 @@ def embed_week(lake: Lake, week: str, items: pa.Table, variant: str) -> tuple[np
         return embed_catalog(summary, features, weights, items)
     examples, _ = read_summary(lake, week)
     ranges = examples.split_ranges
-    splits = ["train", "validation"] if variant == "" else ["train", "validation", "test"]
-    if variant == "":
-        day = _day(date.fromisoformat(ranges["test"][0]))
-    else:
-        day = _day(date.fromisoformat(ranges["test"][1]) + timedelta(days=1))
+    if variant == "":  # gated: what the test window could know, as of its first day
+        splits, day = ["train", "validation"], _day(date.fromisoformat(ranges["test"][0]))
+    else:  # shipped refit: the whole window, as of the day after it
+        splits, day = ["train", "validation", "test"], _day(date.fromisoformat(ranges["test"][1]) + timedelta(days=1))
     base = week_prefix(TRAINING, week)
     positives = pa.concat_tables([lake.read_parquet(f"{base}/{s}", columns=_COLUMNS) for s in splits])
     return embed_catalog(summary, features, weights, items, catalog_clock(features, items, positives), day)

@@ -24,7 +24,7 @@ from recsys_dagster.ml.embed import item_embeddings
 from recsys_dagster.ml.export import export_user_tower, verify_onnx
 from recsys_dagster.ml.features import ItemFeatures
 from recsys_dagster.ml.model import TwoTower, build_model
-from recsys_dagster.ml.popularity import N_TIME_FEATURES, WINDOWS_DAYS, ItemClock, first_seen_days
+from recsys_dagster.ml.popularity import N_TIME_FEATURES, WINDOWS_DAYS, ItemClock, first_seen_by_index, first_seen_days
 from recsys_dagster.ml.train import TrainConfig, TrainResult, train_two_tower
 from recsys_dagster.ml.tune import SPACE, tune_two_tower
 
@@ -177,9 +177,8 @@ def catalog_clock(features_json: bytes, items: pa.Table, positives: pa.Table) ->
     import pyarrow.compute as pc
 
     features = ItemFeatures.from_json(features_json.decode())
-    first = np.full(features.n_ids, np.nan)
     idx = features.item_index(items.column("item_id").to_numpy(zero_copy_only=False))
-    first[idx[idx > 0]] = first_seen_days(items)[idx > 0]
+    first = first_seen_by_index(idx, items, features.n_ids)
     ts = pc.cast(pc.cast(positives.column("timestamp"), pa.timestamp("us", tz="UTC")), pa.int64())
     item = features.item_index(positives.column("item_id").to_numpy(zero_copy_only=False))
     return ItemClock.fit(item, np.asarray(ts.to_numpy(zero_copy_only=False), dtype=np.int64), first)

@@ -38,6 +38,15 @@ def first_seen_days(items: pa.Table) -> np.ndarray:
     return np.asarray(us.to_numpy(zero_copy_only=False), dtype=np.float64) / DAY_US
 
 
+def first_seen_by_index(index: np.ndarray, items: pa.Table, n_ids: int) -> np.ndarray:
+    """float64 [n_ids]: `first_seen_days` of `items` placed at each row's id index (`index`,
+    0 = unknown, left out); NaN where no row or no first_seen."""
+    first = np.full(n_ids, np.nan)
+    known = index > 0
+    first[index[known]] = first_seen_days(items)[known]
+    return first
+
+
 @dataclass(frozen=True)
 class ItemClock:
     """Positives keyed `item * span + day`, sorted, and each item's first_seen day."""

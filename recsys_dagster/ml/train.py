@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from recsys_dagster.ml.data import DataError, Examples, encode_examples, iterate_batches
 from recsys_dagster.ml.features import ItemFeatures
 from recsys_dagster.ml.model import ITEM_FEATURES, UNKNOWN_DEVICE, UNKNOWN_HOUR, TwoTower, build_model, scores_at
-from recsys_dagster.ml.popularity import DAY_US, N_TIME_FEATURES, ItemClock, day_of, first_seen_days
+from recsys_dagster.ml.popularity import DAY_US, N_TIME_FEATURES, ItemClock, day_of, first_seen_by_index
 from recsys_dagster.settings import documented
 
 log = logging.getLogger(__name__)
@@ -479,9 +479,8 @@ def item_clock(features: ItemFeatures, items: pa.Table, splits: list[Examples]) 
     """The positives of `splits` by (item, day), with first_seen from `items` per id index.
     Features read only days before the one asked, so later splits never leak into earlier
     examples."""
-    first = np.full(features.n_ids, np.nan)
     idx = features.item_index(items.column("item_id").to_numpy(zero_copy_only=False))
-    first[idx[idx > 0]] = first_seen_days(items)[idx > 0]
+    first = first_seen_by_index(idx, items, features.n_ids)
     pos = np.concatenate([s.positive for s in splits]) if splits else np.zeros(0, np.int64)
     ts = np.concatenate([s.ts for s in splits]) if splits else np.zeros(0, np.int64)
     return ItemClock.fit(pos, ts, first)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,7 +41,6 @@ def tune_two_tower(
     items: pa.Table,
     cfg: TrainConfig,
     checkpoint_dir: Path,
-    on_trial: Callable[[int, dict[str, float]], None] | None = None,
 ) -> Tuned:
     """Train with the configured settings, then with Optuna's (TPE, seeded) until
     `cfg.tune_seconds` or `cfg.tune_trials`; keep the best by validation Recall@20."""
@@ -64,8 +62,6 @@ def tune_two_tower(
         trial.set_user_attr("row", row)
         if "best" not in kept or score > kept["best"][0]:
             kept["best"] = (score, result, trial_cfg)
-        if on_trial is not None:
-            on_trial(trial.number, row)
         return score
 
     study.optimize(objective, n_trials=cfg.tune_trials, timeout=cfg.tune_seconds)

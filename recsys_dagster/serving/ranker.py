@@ -8,8 +8,8 @@ pipeline trains on features from `candidate_features` and serving computes the s
 function per request, so training, the offline evaluation and serving cannot drift apart.
 
 Bundle files (CONTRACTS `ranker`): `ranker.onnx` (input `features` float32 [n, F], output
-one score per row), `ranker.json` (`RankerSpec`), `ranker_items.npz` (`ItemStats`, arrays
-only: plain arrays, never unpickled).
+one score per row), `ranker.json` (`RankerSpec`), `ranker_items.npz` (`ItemStats`, plain
+arrays, never unpickled).
 """
 
 from __future__ import annotations
